@@ -1,0 +1,427 @@
+"""Training / evaluation inputs as `datasets.Dataset`s with normalised columns.
+
+    load_text(paths)                       -> columns: text
+    load_pairs(path, columns=...)          -> columns: text_a, text_b[, label]
+    load_parallel(src_path, tgt_path)      -> columns: src, tgt
+    load_parallel(path, columns=(..., ...))
+
+Files are parsed here (UTF-8, `.gz` transparently) and written once as an Arrow file under
+`cache_dir` by `Dataset.from_generator`; later calls with the same files (same path, size and
+mtime) and options memory-map that cache instead of re-parsing. Nothing is ever written next to
+the source files, so read-only data directories work.
+
+Every problem a user can fix (missing file, unknown column, empty file, bad encoding, ragged
+row, non-numeric label) raises `ClowlabError` naming the file (and line) before or while the
+Arrow cache is built; a failed build leaves no cache behind.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import itertools
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+
+import datasets
+from datasets.fingerprint import Hasher
+
+from clowlab.errors import ClowlabError
+
+# Bump when the parsing below changes, so stale Arrow caches are not reused.
+_PARSER_VERSION = 1
+FORMATS = ("csv", "tsv", "jsonl")
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+# Column names tried (in order) when `load_pairs(columns=None)`.
+_PAIR_GUESSES = (("sentence1", "sentence2"), ("text_a", "text_b"), ("sentence_a", "sentence_b"),
+                 ("query", "passage"), ("anchor", "positive"))
+_LABEL_GUESSES = ("score", "label", "similarity_score", "similarity")
+_LABEL_DTYPES = ("float32", "float64", "int32", "int64")
+
+Paths = str | os.PathLike | Sequence[str | os.PathLike]
+Column = str | int
+
+
+def default_cache_dir() -> str:
+  """$CLOWLAB_CACHE/datasets, else ~/.cache/clowlab/datasets."""
+  root = os.environ.get("CLOWLAB_CACHE") or os.path.join(
+      os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+      "clowlab")
+  return os.path.join(root, "datasets")
+
+
+# ----------------------------------------------------------------------------------------------
+# Public loaders
+
+
+def load_text(paths: Paths, *, cache_dir: str | None = None) -> datasets.Dataset:
+  """One text per non-blank line of one or many files (`.gz` ok); column `text`.
+
+  Lines are stripped of surrounding whitespace; blank lines are skipped.
+  """
+  files = _check_files(paths)
+  features = datasets.Features({"text": datasets.Value("string")})
+  return _build(_text_rows, features, cache_dir, files=files)
+
+
+def load_pairs(path: Paths, *, columns: Sequence[Column] | None = None,
+               format: str | None = None, header: bool | None = None,
+               names: Sequence[str] | None = None, label_map: Mapping[str, float] | None = None,
+               label_dtype: str = "float32",
+               cache_dir: str | None = None) -> datasets.Dataset:
+  """Sentence pairs with an optional score/label; columns `text_a`, `text_b`[, `label`].
+
+  path: CSV (excel dialect), TSV (no quote processing: GLUE TSVs contain bare quotes) or JSONL;
+    one file or a list of files of the same format. The format comes from the extension (`.gz`
+    stripped) unless `format` is given.
+  columns: (first, second[, label]) as header names or 0-based field indices. None guesses
+    common header names (sentence1/sentence2/score, text_a/text_b/label, ...).
+  header: whether the first row is a header. Default True unless `columns` are all integers or
+    `names` is given. For headerless files use integer `columns`, or pass `names` (one per field)
+    and refer to fields by name.
+  label_map: maps non-numeric labels (e.g. RTE's "entailment") to numbers.
+  label_dtype: storage dtype of `label` (float32 for scores, int64 for class ids, ...).
+  """
+  files = _check_files(path)
+  fmt = _file_format(files, format)
+  header = _default_header(header, columns, names, fmt)
+  if label_dtype not in _LABEL_DTYPES:
+    raise ClowlabError(f"load_pairs: label_dtype={label_dtype!r} is not supported. "
+                       f"Use one of {list(_LABEL_DTYPES)}.")
+  if columns is None:
+    columns = _guess_pair_columns(files[0], fmt, header, names)
+  if len(columns) not in (2, 3):
+    raise ClowlabError(f"load_pairs: columns={tuple(columns)!r} must list 2 or 3 columns "
+                       "(first text, second text[, label]).")
+  out_names = ["text_a", "text_b", "label"][:len(columns)]
+  spec = {"text_a": datasets.Value("string"), "text_b": datasets.Value("string")}
+  if len(columns) == 3:
+    spec["label"] = datasets.Value(label_dtype)
+  return _build_table(files, fmt, header, names, columns, out_names, datasets.Features(spec),
+                      cache_dir, label_map=dict(label_map) if label_map else None,
+                      label_dtype=label_dtype)
+
+
+def load_parallel(src_path: Paths, tgt_path: Paths | None = None, *,
+                  columns: Sequence[Column] | None = None, format: str | None = None,
+                  header: bool | None = None, names: Sequence[str] | None = None,
+                  cache_dir: str | None = None) -> datasets.Dataset:
+  """Aligned translation pairs; columns `src`, `tgt`.
+
+  Either two line-aligned plain-text files (`load_parallel("train.en.gz", "train.de.gz")`; line
+  counts must match; pairs with a blank side are skipped) or one CSV/TSV/JSONL file with two
+  columns (`load_parallel("en_zh.tsv", columns=("en", "zh"))`; integer `columns` with
+  header=False for headerless files; CSV/TSV default to the first two fields). Options as in
+  `load_pairs`.
+  """
+  features = datasets.Features({"src": datasets.Value("string"), "tgt": datasets.Value("string")})
+  if tgt_path is not None:
+    if columns is not None:
+      raise ClowlabError("load_parallel: `columns` only applies to one tabular file, but two "
+                         "files were given. Drop `columns`, or pass one file with two columns.")
+    src, tgt = _check_files(src_path), _check_files(tgt_path)
+    return _build(_aligned_rows, features, cache_dir, src_files=src, tgt_files=tgt)
+  files = _check_files(src_path)
+  fmt = _file_format(files, format)
+  header_columns = columns  # the default (0, 1) below does not imply a headerless file
+  if columns is None:
+    if fmt == "jsonl":
+      raise ClowlabError(f"load_parallel: {files[0]} is JSONL, so the source and target keys must "
+                         "be named. Pass columns=('src_key', 'tgt_key').")
+    columns = (0, 1)
+  if len(columns) != 2:
+    raise ClowlabError(f"load_parallel: columns={tuple(columns)!r} must name exactly two columns "
+                       "(source, target). Pass e.g. columns=('en', 'de').")
+  header = _default_header(header, header_columns, names, fmt)
+  return _build_table(files, fmt, header, names, columns, ["src", "tgt"], features, cache_dir,
+                      label_map=None, label_dtype=None)
+
+
+def _build_table(files, fmt, header, names, columns, out_names, features, cache_dir,
+                 **kwargs) -> datasets.Dataset:
+  for path in files:  # fail on a bad column before any Arrow is written
+    _column_keys(path, fmt, header, names, columns)
+  return _build(_table_rows, features, cache_dir, files=files, fmt=fmt, header=header,
+                names=list(names) if names else None, columns=list(columns),
+                out_names=out_names, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building the Arrow cache
+
+
+def _build(generator, features: datasets.Features, cache_dir: str | None,
+           **gen_kwargs) -> datasets.Dataset:
+  """Runs `generator(**gen_kwargs)` into an Arrow file under cache_dir (reused when unchanged)."""
+  cache_dir = os.path.abspath(os.path.expanduser(cache_dir or default_cache_dir()))
+  fingerprint = Hasher.hash((_PARSER_VERSION, generator.__name__, _file_signatures(gen_kwargs),
+                             sorted((k, v) for k, v in gen_kwargs.items()), features.to_dict()))
+  # Tuples, not lists: `datasets` would shard list arguments into one generator call per item.
+  gen_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in gen_kwargs.items()}
+  try:
+    return datasets.Dataset.from_generator(generator, features=features, cache_dir=cache_dir,
+                                           gen_kwargs=gen_kwargs, fingerprint=fingerprint)
+  except datasets.exceptions.DatasetGenerationError as e:
+    cause = e.__cause__ or e.__context__
+    if isinstance(cause, ClowlabError):
+      raise ClowlabError(str(cause)) from None
+    raise
+
+
+def _file_signatures(gen_kwargs: dict) -> list:
+  """(path, size, mtime) of every input file, so edited files invalidate the cache."""
+  sigs = []
+  for key in ("files", "src_files", "tgt_files"):
+    for path in gen_kwargs.get(key, ()):
+      st = os.stat(path)
+      sigs.append((path, st.st_size, st.st_mtime_ns))
+  return sigs
+
+
+# ----------------------------------------------------------------------------------------------
+# Row generators (module-level so `datasets` can hash them; they run inside from_generator)
+
+
+def _text_rows(files: list[str]) -> Iterator[dict]:
+  count = 0
+  for path in files:
+    for _, line in _read_lines(path):
+      line = line.strip()
+      if line:
+        count += 1
+        yield {"text": line}
+  if not count:
+    raise ClowlabError(f"{_names(files)} contains no non-blank lines. "
+                       "Point the text source at files with one text per line.")
+
+
+def _aligned_rows(src_files: list[str], tgt_files: list[str]) -> Iterator[dict]:
+  src_lines = itertools.chain.from_iterable(_read_lines(p) for p in src_files)
+  tgt_lines = itertools.chain.from_iterable(_read_lines(p) for p in tgt_files)
+  n_src = n_tgt = count = 0
+  for s, t in itertools.zip_longest(src_lines, tgt_lines):
+    n_src += s is not None
+    n_tgt += t is not None
+    if s is None or t is None:
+      continue  # keep counting the longer side for the error below
+    s, t = s[1].strip(), t[1].strip()
+    if s and t:
+      count += 1
+      yield {"src": s, "tgt": t}
+  if n_src != n_tgt:
+    raise ClowlabError(f"Parallel files are not aligned: {_names(src_files)} has {n_src} lines but "
+                       f"{_names(tgt_files)} has {n_tgt}. Pass line-aligned files "
+                       "(line i of one is the translation of line i of the other).")
+  if not count:
+    raise ClowlabError(f"Parallel files {_names(src_files)} / {_names(tgt_files)} contain no "
+                       "non-blank line pairs. Check the paths.")
+
+
+def _table_rows(files: list[str], fmt: str, header: bool, names: list[str] | None,
+                columns: list[Column], out_names: list[str], label_map: dict | None,
+                label_dtype: str | None) -> Iterator[dict]:
+  count = 0
+  for path in files:
+    keys = _column_keys(path, fmt, header, names, columns)
+    for line_no, record in _read_records(path, fmt, header):
+      row = {}
+      for out, col, key in zip(out_names, columns, keys):
+        value = _field(record, key, path, line_no)
+        if out == "label":
+          row[out] = _parse_label(value, label_map, label_dtype, path, line_no, col)
+        else:
+          row[out] = "" if value is None else str(value)
+      count += 1
+      yield row
+  if not count:
+    raise ClowlabError(f"{_names(files)} contains no data rows. "
+                       "Check the path, and `header=` if the only row is being read as a header.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+
+
+def _read_lines(path: str) -> Iterator[tuple[int, str]]:
+  """(1-based line number, decoded line) with exact line numbers for decode errors."""
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rb") as f:
+    for line_no, raw in enumerate(f, 1):
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise ClowlabError(f"{path} line {line_no} is not valid UTF-8 ({e.reason} at byte "
+                           f"{e.start}). Re-encode the file as UTF-8.") from None
+      if line_no == 1:
+        line = line.removeprefix("\ufeff")
+      yield line_no, line
+
+
+def _read_records(path: str, fmt: str, header: bool) -> Iterator[tuple[int, dict | list]]:
+  """(line number, record) per data row: a dict for JSONL, else the list of fields."""
+  if fmt == "jsonl":
+    for line_no, line in _read_lines(path):
+      if line.strip():
+        yield line_no, _json_object(line, path, line_no)
+    return
+  reader = _csv_reader((line for _, line in _read_lines(path)), fmt)
+  width = None
+  try:
+    for fields in reader:
+      if not fields or fields == [""]:
+        continue  # blank line
+      if header and width is None:
+        width = len(fields)
+        continue
+      if width is not None and len(fields) != width:
+        raise ClowlabError(f"{path} line {reader.line_num} has {len(fields)} fields but the header "
+                           f"has {width}. Fix the row, or check format= (read as {fmt}).")
+      yield reader.line_num, fields
+  except csv.Error as e:
+    raise ClowlabError(f"{path} line {reader.line_num} is not valid {fmt.upper()}: {e}. "
+                       "Fix the row, or pass the right format=.") from None
+
+
+def _csv_reader(lines, fmt: str):
+  if fmt == "csv":
+    return csv.reader(lines, dialect="excel")
+  return csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+
+
+def _json_object(line: str, path: str, line_no: int) -> dict:
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise ClowlabError(f"{path} line {line_no} is not valid JSON ({e.msg}). "
+                       "JSONL files need one JSON object per line.") from None
+  if not isinstance(record, dict):
+    raise ClowlabError(f"{path} line {line_no} is a JSON {type(record).__name__}, not an object. "
+                       "JSONL files need one JSON object per line.")
+  return record
+
+
+def _field(record: dict | list, key: str | int, path: str, line_no: int):
+  if isinstance(record, dict):
+    if key not in record:
+      raise ClowlabError(f"{path} line {line_no} has no key {key!r}; it has {sorted(record)}. "
+                         "Fix the row or pass columns= naming keys every row has.")
+    return record[key]
+  if key >= len(record):
+    raise ClowlabError(f"{path} line {line_no} has {len(record)} fields, so column index {key} "
+                       "does not exist. Fix the row or pass smaller column indices.")
+  return record[key]
+
+
+def _parse_label(value, label_map: dict | None, dtype: str, path: str, line_no: int, col: Column):
+  if label_map is not None and str(value) in label_map:
+    value = label_map[str(value)]
+  try:
+    number = float(value)
+  except (TypeError, ValueError):
+    hint = (f"Add it to label_map (has {sorted(label_map)})" if label_map else
+            "Pass label_map={'text label': number, ...}")
+    raise ClowlabError(f"{path} line {line_no}: label {value!r} in column {col!r} is not a "
+                       f"number. {hint}.") from None
+  if dtype.startswith("int"):
+    if number != int(number):
+      raise ClowlabError(f"{path} line {line_no}: label {value!r} is not an integer but "
+                         f"label_dtype={dtype!r}. Use label_dtype='float32' for scores.")
+    return int(number)
+  return number
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation before building
+
+
+def _check_files(paths: Paths) -> list[str]:
+  if isinstance(paths, (str, os.PathLike)):
+    paths = [paths]
+  files = [os.path.abspath(os.path.expanduser(os.fspath(p))) for p in paths]
+  if not files:
+    raise ClowlabError("No input files were given. Pass a path or a list of paths.")
+  for given, path in zip(paths, files):
+    if not os.path.exists(path):
+      raise ClowlabError(f"Input file not found: {given} (resolved to {path}). "
+                         "Check the path; relative paths are resolved from the current directory.")
+    if not os.path.isfile(path):
+      raise ClowlabError(f"Input path {given} is not a file. Pass the data file(s), not a folder.")
+  return files
+
+
+def _file_format(files: list[str], fmt: str | None) -> str:
+  if fmt is not None:
+    if fmt not in FORMATS:
+      raise ClowlabError(f"format={fmt!r} is not supported. Use one of {list(FORMATS)}.")
+    return fmt
+  found = {_EXTENSIONS.get(os.path.splitext(p.removesuffix(".gz"))[1].lower()) for p in files}
+  if len(found) != 1 or None in found:
+    raise ClowlabError(f"Cannot tell the format of {_names(files)} from the extension. "
+                       f"Pass format= (one of {list(FORMATS)}).")
+  return found.pop()
+
+
+def _default_header(header: bool | None, columns, names, fmt: str) -> bool:
+  if fmt == "jsonl":
+    return False
+  if header is not None:
+    return header
+  return not (names or (columns and all(isinstance(c, int) for c in columns)))
+
+
+def _header_keys(path: str, fmt: str) -> list[str] | None:
+  """The first non-blank row of a CSV/TSV file (its header), or None if the file is empty."""
+  for _, line in _read_lines(path):
+    if line.strip():
+      return [k.strip() for k in next(_csv_reader([line], fmt))]
+  return None
+
+
+def _column_keys(path: str, fmt: str, header: bool, names, columns) -> list[str | int]:
+  """What to look up in each record: field indices (CSV/TSV) or keys (JSONL)."""
+  if fmt == "jsonl":
+    bad = [c for c in columns if not isinstance(c, str)]
+    if bad:
+      raise ClowlabError(f"columns={tuple(columns)!r}: {path} is JSONL, so columns must be key "
+                         "names, not indices. Pass the JSON keys.")
+    return list(columns)
+  if any(isinstance(c, bool) or isinstance(c, int) and c < 0 for c in columns):
+    raise ClowlabError(f"columns={tuple(columns)!r}: indices must be non-negative integers.")
+  keys = list(names) if names else _header_keys(path, fmt) if header else None
+  if header and keys is None or not header and _header_keys(path, fmt) is None:
+    raise ClowlabError(f"{path} is empty. Check the path, or remove it from the inputs.")
+  indices = []
+  for c in columns:
+    if isinstance(c, int):
+      indices.append(c)
+    elif keys is None:
+      raise ClowlabError(f"columns={tuple(columns)!r} are names but {path} is read without a "
+                         "header. Use integer columns, or pass names=(...) for all fields.")
+    elif c not in keys:
+      raise ClowlabError(f"{path} has no column {c!r}; its columns are {keys}. Pass columns= "
+                         "naming existing columns (or integer indices with header=False for "
+                         "headerless files).")
+    else:
+      indices.append(keys.index(c))
+  return indices
+
+
+def _guess_pair_columns(path: str, fmt: str, header: bool, names) -> tuple[str, ...]:
+  if fmt == "jsonl":
+    first = next(iter(_read_records(path, fmt, header)), (0, None))[1]
+    keys = list(first) if first else []
+  else:
+    keys = list(names) if names else _header_keys(path, fmt) if header else None
+  if keys is None:
+    raise ClowlabError(f"{path} has no header, so the pair columns cannot be guessed. Pass "
+                       "columns=(0, 1, 2) (indices of first text, second text, label).")
+  for a, b in _PAIR_GUESSES:
+    if a in keys and b in keys:
+      label = next((c for c in _LABEL_GUESSES if c in keys), None)
+      return (a, b) if label is None else (a, b, label)
+  raise ClowlabError(f"{path}: cannot guess the pair columns from {keys}. "
+                     "Pass columns=('first', 'second'[, 'label']).")
+
+
+def _names(files: Sequence[str]) -> str:
+  return files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more files)"
