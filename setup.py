@@ -32,7 +32,7 @@ setuptools.setup(
         "chex>=0.1.90",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "portpicker>=1.6"],
         # Parity tests and benchmarks only; never imported by clowlab itself.
         "torch": ["torch==2.13.0", "sentence-transformers>=5"],
     },

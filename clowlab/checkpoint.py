@@ -1,19 +1,24 @@
 """Checkpoints: the only module that imports orbax.
 
 A workdir holds `checkpoints/<step>/` directories, each a composite of named items:
-  params  -- the model params pytree (always present; what export reads)
-  meta    -- JSON: format version, encoder config, tokenizer location, run config, source
-and any further items a trainer adds (optimiser state, PRNG key, data-iterator state).
+  params       the model params pytree (always present; what export reads)
+  meta         JSON: format version, encoder config, tokenizer location, run config, source
+  train_state  optimiser state, step, base PRNG key, method state, skipped-step count (training)
+  data         JSON: the data iterator's state (training), so resume replays the same batches
 Orbax writes each step into a temporary directory and renames it when complete, so a crash
-mid-save never leaves a half-written step that looks finished.
+mid-save never leaves a half-written step that looks finished. Restoring takes target
+shardings, so a checkpoint written on one mesh restores onto another.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pathlib
 from typing import Any
 
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as ocm
 
 from clowlab.errors import ClowlabError
 
@@ -25,55 +30,140 @@ def checkpoint_dir(workdir: str | os.PathLike) -> pathlib.Path:
   return pathlib.Path(workdir).absolute() / CHECKPOINT_SUBDIR
 
 
-def _manager(workdir, *, max_to_keep: int | None = None, read_only: bool = False,
-             async_save: bool = False) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
-                                         read_only=read_only,
-                                         enable_async_checkpointing=async_save)
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+class Manager:
+  """Saves and restores the train state of one workdir; keeps the last K (+ the best)."""
+
+  def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int | None = 3,
+               best_metric: str | None = None, best_mode: str = "max",
+               async_save: bool = False, read_only: bool = False):
+    policies = [ocm.LatestN(max_to_keep)] if max_to_keep else []
+    if best_metric and max_to_keep:
+      policies.append(ocm.BestN(get_metric_fn=lambda m: m[best_metric], n=1,
+                                reverse=best_mode == "min",
+                                keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        create=not read_only, read_only=read_only, enable_async_checkpointing=async_save,
+        preservation_policy=ocm.AnyPreservationPolicy(policies) if policies else None)
+    self.directory = checkpoint_dir(workdir)
+    if read_only and not self.directory.is_dir():
+      self._mngr = None
+    else:
+      self._mngr = ocp.CheckpointManager(self.directory, options=options)
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._mngr.all_steps()) if self._mngr else []
+
+  def latest_step(self) -> int | None:
+    steps = self.all_steps()
+    return steps[-1] if steps else None
+
+  def save(self, step: int, *, params: Any, meta: dict[str, Any], train_state: Any = None,
+           data_state: dict | None = None, metrics: dict[str, float] | None = None) -> None:
+    items = {"params": ocp.args.StandardSave(params),
+             "meta": ocp.args.JsonSave({"format_version": FORMAT_VERSION, **meta})}
+    if train_state is not None:
+      items["train_state"] = ocp.args.StandardSave(train_state)
+    if data_state is not None:
+      items["data"] = ocp.args.JsonSave(data_state)
+    self._mngr.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+  def restore(self, step: int | None = None, *, params_target: Any = None,
+              train_state_target: Any = None, fallback: bool = True) -> dict[str, Any]:
+    """{"params", "meta", "step"[, "train_state", "data"]} of `step` (default latest).
+
+    With `fallback`, an unreadable latest step (e.g. truncated files) is skipped with a warning
+    and the previous one is restored instead; an explicit `step` never falls back.
+    """
+    steps = self.all_steps()
+    if not steps:
+      raise ClowlabError(f"clowlab: no checkpoint in {self.directory}. Point --workdir at a "
+                         "directory written by clowlab (e.g. by `python -m clowlab.convert "
+                         "import` or a training run).")
+    if step is not None and step not in steps:
+      raise ClowlabError(f"clowlab: step {step} is not in {self.directory}; available: {steps}.")
+    candidates = [step] if step is not None else (steps[::-1] if fallback else steps[-1:])
+    errors = []
+    for s in candidates:
+      try:
+        return self._restore_step(s, params_target, train_state_target)
+      except ClowlabError:
+        raise
+      except Exception as e:  # noqa: BLE001 - any read failure means "try the previous step"
+        errors.append(f"step {s}: {type(e).__name__}: {str(e)[:200]}")
+        if s != candidates[-1]:
+          logging.warning("clowlab: checkpoint step %d in %s is unreadable (%s); falling back "
+                          "to the previous one.", s, self.directory, e)
+    raise ClowlabError(f"clowlab: no readable checkpoint in {self.directory} ("
+                       + "; ".join(errors) + "). Restore from a backup or start a new workdir.")
+
+  def read_meta(self, step: int | None = None) -> dict[str, Any]:
+    """The JSON meta of `step` (default latest) without reading any array."""
+    step = self.latest_step() if step is None else step
+    with _quiet_orbax():  # it warns about every item not asked for
+      return self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+  def _restore_step(self, step, params_target, train_state_target):
+    names = set(self._mngr.item_metadata(step).keys()) if hasattr(
+        self._mngr, "item_metadata") else {"params", "meta"}
+    items = {"params": ocp.args.StandardRestore(params_target), "meta": ocp.args.JsonRestore()}
+    if train_state_target is not None and "train_state" in names:
+      items["train_state"] = ocp.args.StandardRestore(train_state_target)
+    if "data" in names:
+      items["data"] = ocp.args.JsonRestore()
+    with _quiet_orbax():
+      restored = self._mngr.restore(step, args=ocp.args.Composite(**items))
+    meta = restored["meta"]
+    if meta is None or meta.get("format_version") != FORMAT_VERSION:
+      raise ClowlabError(f"clowlab: checkpoint {self.directory / str(step)} has format version "
+                         f"{None if meta is None else meta.get('format_version')}; this clowlab "
+                         f"reads {FORMAT_VERSION}.")
+    out = {"params": restored["params"], "meta": meta, "step": step}
+    for k in ("train_state", "data"):
+      if k in items:
+        out[k] = restored[k]
+    return out
+
+  def wait(self) -> None:
+    if self._mngr:
+      self._mngr.wait_until_finished()
+
+  def close(self) -> None:
+    if self._mngr:
+      self._mngr.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+  absl_logger = logging.getLogger("absl")
+  old = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(old)
 
 
 def latest_step(workdir: str | os.PathLike) -> int | None:
-  if not checkpoint_dir(workdir).is_dir():
-    return None
-  with _manager(workdir, read_only=True) as mngr:
-    return mngr.latest_step()
+  with Manager(workdir, read_only=True, max_to_keep=None) as m:
+    return m.latest_step()
 
 
-def save(workdir: str | os.PathLike, step: int, params: Any, meta: dict[str, Any],
-         extra: dict[str, Any] | None = None, max_to_keep: int | None = None) -> pathlib.Path:
-  """Saves params + JSON meta (+ extra pytree items) as step `step`; blocks until written."""
-  meta = {"format_version": FORMAT_VERSION, **meta}
-  items = {"params": ocp.args.StandardSave(params), "meta": ocp.args.JsonSave(meta)}
-  for name, tree in (extra or {}).items():
-    items[name] = ocp.args.StandardSave(tree)
-  with _manager(workdir, max_to_keep=max_to_keep) as mngr:
-    mngr.save(step, args=ocp.args.Composite(**items))
-    mngr.wait_until_finished()
-  return checkpoint_dir(workdir) / str(step)
+def save(workdir: str | os.PathLike, step: int, params: Any, meta: dict[str, Any]) -> None:
+  """Saves params + JSON meta as step `step` and waits until it is on disk."""
+  with Manager(workdir, max_to_keep=None) as m:
+    m.save(step, params=params, meta=meta)
+    m.wait()
 
 
 def restore(workdir: str | os.PathLike, step: int | None = None,
             params_target: Any = None) -> tuple[Any, dict[str, Any], int]:
-  """Restores (params, meta, step); the latest step when `step` is None.
-
-  `params_target` (a pytree of arrays or jax.ShapeDtypeStruct with shardings) restores directly
-  into that structure and sharding; without it arrays come back as saved.
-  """
-  if latest_step(workdir) is None:
-    raise ClowlabError(f"clowlab: no checkpoint in {checkpoint_dir(workdir)}. Point --workdir at "
-                       "a directory written by clowlab (e.g. by `python -m clowlab.convert "
-                       "import` or a training run).")
-  with _manager(workdir, read_only=True) as mngr:
-    step = mngr.latest_step() if step is None else step
-    if step not in mngr.all_steps():
-      raise ClowlabError(f"clowlab: step {step} is not in {checkpoint_dir(workdir)}; "
-                         f"available: {sorted(mngr.all_steps())}.")
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(params_target), meta=ocp.args.JsonRestore()))
-  meta = restored["meta"]
-  if meta.get("format_version") != FORMAT_VERSION:
-    raise ClowlabError(f"clowlab: checkpoint {checkpoint_dir(workdir) / str(step)} has format "
-                       f"version {meta.get('format_version')}, this clowlab reads "
-                       f"{FORMAT_VERSION}.")
-  return restored["params"], meta, step
+  """(params, meta, step) of a workdir's checkpoint (latest by default)."""
+  with Manager(workdir, read_only=True, max_to_keep=None) as m:
+    r = m.restore(step, params_target=params_target)
+  return r["params"], r["meta"], r["step"]

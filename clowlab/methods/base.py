@@ -1,0 +1,46 @@
+"""What a method is: model heads + loss + data, as pure functions the engine calls.
+
+The engine (train.py, sharding.py, checkpoint.py) never names a method; a method never touches
+meshes or checkpoints. Params are `{"encoder": <encoder tree>, **heads}`; method state (an
+InfoXLM queue, a momentum encoder) is a separate pytree that is sharded and checkpointed with
+the train state but not differentiated.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+
+from clowlab.models.encoder import EncoderConfig
+
+Params = dict[str, Any]
+Batch = dict[str, Any]
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataContext:
+  """What a method's data builder gets from the engine."""
+  tokenizer: Any
+  process_index: int
+  process_count: int
+  cache_dir: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  name: str
+  # (rng, encoder config, run config) -> params of the heads (everything but "encoder").
+  init_heads: Callable[[jax.Array, EncoderConfig, Any], Params]
+  # (params, method_state, global batch, rng, encoder config, run config)
+  #   -> (scalar loss, metrics, new method_state). Written on global arrays.
+  loss: Callable[..., tuple[jax.Array, Metrics, Any]]
+  # (run config, DataContext) -> a per-host batch iterator with get_state()/set_state().
+  make_data: Callable[[Any, DataContext], Any]
+  # (params, encoder config, run config) -> initial method state (default: none).
+  init_state: Callable[[Params, EncoderConfig, Any], Any] = lambda params, ecfg, cfg: {}
+  # (params, encoder config, run config, DataContext, mesh) -> {metric: float} on held-out data.
+  evaluate: Callable[..., dict[str, float]] | None = None
+  # Encoder forward passes per example per step (e.g. 2 for two-view contrastive): for MFU.
+  passes_per_example: int = 1

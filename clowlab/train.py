@@ -1,0 +1,399 @@
+"""The one trainer: a method's loss, compiled once with jax.jit over the device mesh.
+
+    state, metrics = train_step(state, batch)        # pure; state donated
+
+Train state (a dict pytree, sharded and checkpointed as a whole):
+    step, params, opt_state, method_state, rng (base key data), skipped (NaN-guarded steps)
+Every random draw of step s comes from fold_in(rng, s), and the data order is the loader's
+(restored from its checkpointed state), so a resumed run is bitwise the uninterrupted one.
+
+Where the model comes from, in order: this workdir's latest checkpoint (resume), then
+`config.init_from` (an HF directory or another clowlab workdir), then a fresh initialisation.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from clowlab import checkpoint, metrics as metrics_lib, methods, optim, sharding
+from clowlab.convert import hf
+from clowlab.data import tokenizers, train_spm
+from clowlab.errors import ClowlabError
+from clowlab.models import encoder as enc
+
+TOKENIZER_SUBDIR = "tokenizer"
+# Keys that may change between a run and its resume; any other difference is refused.
+RESUMABLE_CHANGES = ("total_steps", "checkpoint_every", "eval_every", "log_every", "mesh",
+                     "keep_checkpoints", "mode", "distributed", "progress_bar", "async_checkpoint",
+                     "max_bad_steps", "cache_dir")
+
+
+# ---------------------------------------------------------------------------------------------
+# The step
+
+
+def make_train_step(method: methods.Method, ecfg: enc.EncoderConfig, cfg, tx, lr_fn):
+  accum = int(cfg.get("grad_accum_steps", 1))
+
+  def loss_fn(params, method_state, batch, rng):
+    loss, metrics, new_state = method.loss(params, method_state, batch, rng, ecfg, cfg)
+    return loss, (metrics, new_state)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def train_step(state, batch):
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+    params, mstate = state["params"], state["method_state"]
+    if accum == 1:
+      (loss, (metrics, new_mstate)), grads = grad_fn(params, mstate, batch, rng)
+    else:
+      # Micro-batch i takes rows i, i+accum, ...: each micro-batch stays spread over all devices.
+      micro = jax.tree_util.tree_map(
+          lambda x: jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1),
+          batch)
+
+      def body(carry, xs):
+        g_acc, ms = carry
+        mb, i = xs
+        (l, (m, ms)), g = grad_fn(params, ms, mb, jax.random.fold_in(rng, i))
+        return (jax.tree_util.tree_map(jnp.add, g_acc, g), ms), (l, m)
+
+      zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+      (grads, new_mstate), (losses, ms) = jax.lax.scan(body, (zeros, mstate),
+                                                       (micro, jnp.arange(accum)))
+      grads = jax.tree_util.tree_map(lambda g: g / accum, grads)
+      loss = losses.mean()
+      metrics = jax.tree_util.tree_map(lambda m: m.mean(0), ms)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, new_opt = tx.update(grads, state["opt_state"], params)
+    new_params = optax.apply_updates(params, updates)
+    # NaN/Inf guard: a bad step leaves params, optimiser and method state untouched (so the
+    # schedule, which counts applied updates, does not advance either).
+    keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = {
+        "step": state["step"] + 1,
+        "params": keep(new_params, params),
+        "opt_state": keep(new_opt, state["opt_state"]),
+        "method_state": keep(new_mstate, mstate),
+        "rng": state["rng"],
+        "skipped": state["skipped"] + (~finite).astype(jnp.int32),
+    }
+    out = {**metrics, "loss": loss, "grad_norm": grad_norm, "lr": lr_fn(state["step"] - state["skipped"]),
+           "skipped_steps": new_state["skipped"], "finite": finite}
+    return new_state, out
+
+  return train_step
+
+
+# ---------------------------------------------------------------------------------------------
+# Model, tokenizer and state set-up
+
+
+def _config_dict(cfg) -> dict:
+  return json.loads(cfg.to_json_best_effort()) if hasattr(cfg, "to_json_best_effort") else dict(cfg)
+
+
+def check_resumable(saved: dict, current: dict, workdir) -> None:
+  diffs = sorted(k for k in set(saved) | set(current)
+                 if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+  if diffs:
+    detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
+                       for k in diffs[:5])
+    raise ClowlabError(
+        f"clowlab: {workdir} holds a checkpoint from a different config ({detail}). Use a new "
+        "--workdir, or restore the original config to resume.")
+
+
+def _is_workdir(path: str) -> bool:
+  return checkpoint.checkpoint_dir(path).is_dir()
+
+
+def resolve_tokenizer(cfg, workdir: str):
+  """The run's tokenizer, copied into (or trained in) workdir/tokenizer on first use."""
+  tok_dir = pathlib.Path(workdir) / TOKENIZER_SUBDIR
+  if not tok_dir.is_dir() and jax.process_index() == 0:
+    spec = cfg.get("tokenizer", "") or ""
+    src = spec or cfg.get("init_from", "")
+    if spec.startswith("spm:"):
+      # Train a sentencepiece model on the training text: "spm:<vocab>[:unigram|bpe]".
+      parts = spec.split(":")
+      files = list(cfg.data.train)
+      tmp = pathlib.Path(workdir) / (TOKENIZER_SUBDIR + ".tmp")
+      train_spm.train_spm(files, str(tmp / "spm"), int(parts[1]),
+                          model_type=parts[2] if len(parts) > 2 else "unigram", num_threads=1)
+      os.replace(tmp, tok_dir)
+    elif src:
+      if _is_workdir(src):
+        src = str(pathlib.Path(src) / TOKENIZER_SUBDIR)
+      tokenizers.load_tokenizer(src).save(str(tok_dir))
+    else:
+      raise ClowlabError("clowlab: no tokenizer: set --config.tokenizer to an HF directory, a "
+                         "sentencepiece .model file or 'spm:<vocab_size>' (train one on the "
+                         "data), or --config.init_from to a model directory.")
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+    multihost_utils.sync_global_devices("clowlab_tokenizer")
+  return tokenizers.load_tokenizer(str(tok_dir))
+
+
+def resolve_model(cfg, tokenizer) -> tuple[enc.EncoderConfig, dict | None, str]:
+  """(encoder config, imported params subtrees or None, description) from init_from/scratch."""
+  src = cfg.get("init_from", "") or ""
+  overrides = {k: v for k, v in dict(cfg.get("model", {}) or {}).items()}
+  if src:
+    if _is_workdir(src):
+      params, meta, step = checkpoint.restore(src)
+      ecfg = enc.EncoderConfig.from_dict(meta["encoder_config"])
+      imported = jax.tree_util.tree_map(np.asarray, dict(params))
+      what = f"{src} (clowlab checkpoint, step {step})"
+    else:
+      m = hf.load_hf(src)
+      ecfg, imported = m.cfg, {"encoder": m.params}
+      if m.mlm_head is not None:
+        imported["mlm_head"] = m.mlm_head
+      what = f"{src} (HF {m.cfg.model_type})"
+    # Only execution options may be overridden on an imported architecture.
+    allowed = {"compute_dtype", "remat", "hidden_dropout", "attention_dropout"}
+    bad = sorted(set(overrides) - allowed)
+    if bad:
+      raise ClowlabError(f"clowlab: --config.model.{bad[0]} cannot change the architecture of "
+                         f"init_from={src}; only {sorted(allowed)} may be set.")
+    ecfg = ecfg.replace(**overrides)
+    tokenizers.check_vocab_matches(tokenizer, ecfg.vocab_size, src)
+    return ecfg, imported, what
+  overrides.setdefault("vocab_size", tokenizer.vocab_size)
+  overrides.setdefault("pad_token_id", tokenizer.pad_id)
+  ecfg = enc.EncoderConfig.from_dict(overrides)
+  tokenizers.check_vocab_matches(tokenizer, ecfg.vocab_size, "config.model")
+  return ecfg, None, "fresh initialisation"
+
+
+def init_state(method, ecfg, cfg, tx, mesh, imported=None):
+  """The sharded train state: params created directly in their shardings (never gathered)."""
+  rng = jax.random.key(cfg.seed)
+  k_enc, k_heads, k_run = jax.random.split(rng, 3)
+
+  def fresh_params():
+    return {"encoder": enc.init_params(k_enc, ecfg), **method.init_heads(k_heads, ecfg, cfg)}
+
+  shapes = jax.eval_shape(fresh_params)
+  p_shard = sharding.param_sharding(shapes, mesh)
+  params = jax.jit(fresh_params, out_shardings=p_shard)()
+  if imported:
+    for name, sub in imported.items():
+      if name in params:
+        want = jax.tree_util.tree_structure(params[name])
+        if jax.tree_util.tree_structure(sub) != want:
+          raise ClowlabError(f"clowlab: init_from's '{name}' does not have the structure "
+                             f"{cfg.method} expects.")
+        params[name] = jax.device_put(sub, p_shard[name])
+
+  def rest(params):
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+            "method_state": method.init_state(params, ecfg, cfg),
+            "rng": jax.random.key_data(k_run), "skipped": jnp.zeros((), jnp.int32)}
+
+  state_shapes = jax.eval_shape(rest, params)
+  s_shard = state_sharding(state_shapes, mesh)
+  return jax.jit(rest, out_shardings=s_shard)(params), s_shard
+
+
+def state_sharding(state_shapes, mesh):
+  """Params and optimiser moments follow the param rules (by path); the rest is replicated."""
+  return {k: (sharding.param_sharding(v, mesh) if k in ("params", "opt_state", "method_state")
+              else jax.tree_util.tree_map(lambda _: sharding.replicated(mesh), v))
+          for k, v in state_shapes.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+class _Preemption:
+  """SIGTERM -> finish the current step, save, exit cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = None
+
+  def __enter__(self):
+    try:
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread
+      self._old = None
+    return self
+
+  def _handle(self, *_):
+    self.requested = True
+
+  def agreed(self) -> bool:
+    """Whether any process was signalled: all processes must save the same step together."""
+    if jax.process_count() == 1:
+      return self.requested
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+    return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+def train(cfg, workdir: str) -> dict[str, Any]:
+  """Trains `cfg.method` for cfg.total_steps steps in workdir; returns the last metrics."""
+  sharding.maybe_initialize_distributed(cfg)
+  method = methods.get(cfg.method)
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.mesh_from_config(cfg)
+  dp = sharding.data_parallel_size(mesh)
+  if cfg.batch_size % dp:
+    raise ClowlabError(f"clowlab: --config.batch_size={cfg.batch_size} is not divisible by the "
+                       f"{dp} data-parallel devices of mesh {dict(mesh.shape)}. Use a multiple "
+                       f"of {dp}.")
+  mngr = checkpoint.Manager(workdir, max_to_keep=cfg.get("keep_checkpoints", 3),
+                            best_metric=cfg.get("best_metric", None) or None,
+                            async_save=cfg.get("async_checkpoint", True))
+  run_cfg = _config_dict(cfg)
+  resume_step = mngr.latest_step()
+  if resume_step is not None:
+    saved = mngr.read_meta()
+    check_resumable(saved.get("config", {}), run_cfg, workdir)
+
+  tokenizer = resolve_tokenizer(cfg, workdir)
+  if resume_step is not None:
+    ecfg = enc.EncoderConfig.from_dict(saved["encoder_config"])
+    imported, source = None, f"resumed from {workdir}"
+  else:
+    ecfg, imported, source = resolve_model(cfg, tokenizer)
+  tx, lr_fn = optim.make_optimizer(cfg.optim, cfg.total_steps,
+                                   jax.eval_shape(lambda: {"encoder": enc.param_shapes(ecfg),
+                                                           **method.init_heads(
+                                                               jax.random.key(0), ecfg, cfg)}))
+  state, s_shard = init_state(method, ecfg, cfg, tx, mesh, imported)
+  cache_dir = cfg.get("cache_dir", "") or os.path.join(workdir, "cache")
+  data = method.make_data(cfg, methods.DataContext(
+      tokenizer=tokenizer, process_index=jax.process_index(),
+      process_count=jax.process_count(), cache_dir=cache_dir))
+  if resume_step is not None:
+    targets = jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, s_shard)
+    r = mngr.restore(params_target=targets["params"],
+                     train_state_target={k: v for k, v in targets.items() if k != "params"})
+    state = {**r["train_state"], "params": r["params"]}
+    if "data" in r:
+      data.set_state(r["data"])
+    resume_step = r["step"]
+    logging.info("clowlab: resumed %s at step %d", workdir, resume_step)
+
+  meta = {"encoder_config": ecfg.to_dict(), "tokenizer": TOKENIZER_SUBDIR, "config": run_cfg,
+          "source": source}
+  step_fn = jax.jit(make_train_step(method, ecfg, cfg, tx, lr_fn),
+                    in_shardings=(s_shard, None), out_shardings=(s_shard, None),
+                    donate_argnums=0)
+  writer = metrics_lib.Writer(workdir)
+  tokens_per_step = cfg.batch_size * cfg.seq_len * method.passes_per_example
+  flops_per_step = metrics_lib.encoder_flops_per_token(ecfg, cfg.seq_len) * tokens_per_step
+  n_dev = jax.device_count()
+  peak = metrics_lib.peak_flops_per_device() * (1 if jax.default_backend() != "cpu" else
+                                                1 / max(len(jax.local_devices()), 1))
+  start = int(jax.device_get(state["step"]))
+  if jax.process_index() == 0:
+    print(f"clowlab: {cfg.method} | model: {source} | {ecfg.num_layers}x{ecfg.hidden_size} | "
+          f"mesh {dict(mesh.shape)} | step {start} -> {cfg.total_steps} | workdir {workdir}",
+          flush=True)
+
+  ctx = methods.DataContext(tokenizer=tokenizer, process_index=jax.process_index(),
+                            process_count=jax.process_count(), cache_dir=cache_dir)
+  eval_results: dict[str, float] = {}
+
+  def run_eval(step):
+    from clowlab import evaluate  # noqa: PLC0415
+    res = evaluate.run_evaluator(method, state["params"], ecfg, cfg, ctx, mesh)
+    writer.write(step, res, split="eval")
+    if jax.process_index() == 0 and res:
+      print(f"clowlab: eval at step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in res.items()),
+            flush=True)
+    eval_results.update({f"eval/{k}": v for k, v in res.items()})
+
+  def save(step, state, metrics=None):
+    mngr.save(step, params=state["params"], meta=meta,
+              train_state={k: v for k, v in state.items() if k != "params"},
+              data_state=data.get_state(), metrics=metrics)
+
+  bar = None
+  if cfg.get("progress_bar", True) and jax.process_index() == 0:
+    from tqdm import tqdm  # noqa: PLC0415
+    bar = tqdm(total=cfg.total_steps, initial=start, unit="step", dynamic_ncols=True)
+  log_every = int(cfg.get("log_every", 10))
+  bad_in_a_row, last = 0, {}
+  pending = None  # (step, device metrics) fetched only after the next step is dispatched
+  t_last, step_last = time.perf_counter(), start
+
+  def drain(pending):
+    nonlocal bad_in_a_row, last, t_last, step_last
+    step, m = pending
+    m = {k: float(v) for k, v in jax.device_get(m).items()}
+    bad_in_a_row = 0 if m.pop("finite") else bad_in_a_row + 1
+    if bad_in_a_row >= cfg.get("max_bad_steps", 20):
+      raise ClowlabError(
+          f"clowlab: {bad_in_a_row} non-finite steps in a row up to step {step}; training "
+          f"stopped. Last good checkpoint: step {mngr.latest_step()} in {mngr.directory}. Lower "
+          "the learning rate or check the data.")
+    if step % log_every == 0 or step == cfg.total_steps:
+      now = time.perf_counter()
+      dt = (now - t_last) / max(step - step_last, 1)
+      t_last, step_last = now, step
+      m.update(tokens_per_s=tokens_per_step / dt, ms_per_step=1e3 * dt,
+               mfu=flops_per_step / dt / (peak * n_dev))
+      writer.write(step, m)
+      if bar is not None:
+        bar.set_postfix(loss=f"{m['loss']:.4f}", lr=f"{m['lr']:.2e}",
+                        tok_s=f"{m['tokens_per_s']:.0f}")
+    last = m
+
+  with _Preemption() as preempt:
+    for step in range(start + 1, cfg.total_steps + 1):
+      batch = sharding.global_batch(next(data), mesh)
+      state, m = step_fn(state, batch)
+      if pending is not None:
+        drain(pending)
+      pending = (step, m)
+      if bar is not None:
+        bar.update(1)
+      eval_now = method.evaluate is not None and (
+          (cfg.get("eval_every", 0) and step % cfg.eval_every == 0) or
+          (step == cfg.total_steps and cfg.get("mode", "train") == "train_and_eval"))
+      if eval_now:
+        run_eval(step)
+      stop = preempt.agreed()
+      if step % cfg.checkpoint_every == 0 or step == cfg.total_steps or stop:
+        drain(pending)
+        pending = None
+        save(step, state, {**last, **eval_results})
+      if stop:
+        if jax.process_index() == 0:
+          print(f"clowlab: SIGTERM: saved step {step}, exiting.", flush=True)
+        break
+    if pending is not None:
+      drain(pending)
+  mngr.wait()
+  mngr.close()
+  writer.close()
+  if bar is not None:
+    bar.close()
+  if jax.process_index() == 0:
+    print(f"clowlab: done at step {int(jax.device_get(state['step']))}; checkpoints in "
+          f"{checkpoint.checkpoint_dir(workdir)}, metrics in {writer.path} and "
+          f"{os.path.join(workdir, 'tb')}", flush=True)
+  return {"state": state, "metrics": last, "ecfg": ecfg, "tokenizer": tokenizer}
