@@ -116,7 +116,7 @@ def spec_for(path: str, shape: tuple[int, ...], mesh: jax.sharding.Mesh,
       else:
         logging.debug("param %s: no dim divisible by %s=%d: replicated", path, axis,
                       mesh.shape[axis])
-  return P(*dims)
+  return P(*dims) if any(d is not None for d in dims) else P()
 
 
 def param_sharding(tree: Any, mesh: jax.sharding.Mesh, rules=PARAM_RULES) -> Any:

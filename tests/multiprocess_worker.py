@@ -17,7 +17,7 @@ jax.config.update("jax_cpu_collectives_implementation", "gloo")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from test_train import tiny_cfg  # noqa: E402
+from tiny import tiny_cfg  # noqa: E402
 
 from clowlab import train  # noqa: E402
 

@@ -8,7 +8,8 @@ import numpy as np
 import portpicker
 import pytest
 
-from test_train import _workdir, shared_tokenizer, tiny_cfg  # noqa: F401 - fixture
+from test_train import _workdir, shared_tokenizer  # noqa: F401 - fixture
+from tiny import tiny_cfg
 
 from clowlab import train
 
