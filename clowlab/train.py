@@ -168,7 +168,9 @@ def resolve_model(cfg, tokenizer) -> tuple[enc.EncoderConfig, dict | None, str]:
     bad = sorted(set(overrides) - allowed)
     if bad:
       raise ClowlabError(f"clowlab: --config.model.{bad[0]} cannot change the architecture of "
-                         f"init_from={src}; only {sorted(allowed)} may be set.")
+                         f"init_from={src} (its config.json decides it); only {sorted(allowed)} "
+                         "may be set. Clear the architecture keys, e.g. --config.model='{}' on a "
+                         "runlocal variant.")
     ecfg = ecfg.replace(**overrides)
     tokenizers.check_vocab_matches(tokenizer, ecfg.vocab_size, src)
     return ecfg, imported, what

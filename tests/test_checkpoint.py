@@ -1,0 +1,36 @@
+"""checkpoint.Manager: keep last K plus the best, items round trip, errors."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from clowlab import checkpoint
+from clowlab.errors import ClowlabError
+
+
+def _save(m, step, score):
+  m.save(step, params={"w": jnp.full((3,), float(step))}, meta={"note": "t"},
+         train_state={"step": jnp.int32(step)}, data_state={"position": step},
+         metrics={"eval/score": score})
+
+
+def test_keeps_last_k_and_best(tmp_path):
+  with checkpoint.Manager(tmp_path, max_to_keep=2, best_metric="eval/score") as m:
+    for step, score in [(1, 0.1), (2, 0.9), (3, 0.2), (4, 0.3), (5, 0.4)]:
+      _save(m, step, score)
+    m.wait()
+    assert m.all_steps() == [2, 4, 5]  # the last two, plus the best (step 2)
+    r = m.restore(train_state_target={"step": jnp.int32(0)})
+    assert r["step"] == 5 and r["data"] == {"position": 5}
+    np.testing.assert_array_equal(r["params"]["w"], np.full((3,), 5.0))
+    assert int(r["train_state"]["step"]) == 5 and r["meta"]["note"] == "t"
+    assert m.read_meta(2)["format_version"] == checkpoint.FORMAT_VERSION
+
+
+def test_restore_errors(tmp_path):
+  with pytest.raises(ClowlabError, match="no checkpoint in"):
+    checkpoint.restore(tmp_path / "none")
+  checkpoint.save(tmp_path / "w", 3, {"w": jnp.ones(2)}, {"a": 1})
+  with pytest.raises(ClowlabError, match=r"step 7 is not in .*available: \[3\]"):
+    checkpoint.restore(tmp_path / "w", step=7)
+  params, meta, step = checkpoint.restore(tmp_path / "w")
+  assert step == 3 and meta["a"] == 1
