@@ -102,3 +102,18 @@ class EncoderTest(chex.TestCase):
       TINY.replace(activation="swish2")
     with pytest.raises(ClowlabError, match="unknown encoder config keys"):
       enc.EncoderConfig.from_dict({"hidden": 3})
+
+
+def test_dropout_masks_rate_and_independence():
+  x = jnp.ones((256, 64, 64))
+  y1 = enc.dropout(x, 0.1, jax.random.key(0), True)
+  y2 = enc.dropout(x, 0.1, jax.random.key(1), True)
+  m1, m2 = np.asarray(y1 == 0), np.asarray(y2 == 0)
+  assert abs(m1.mean() - 0.1) < 0.005
+  np.testing.assert_allclose(np.asarray(y1).mean(), 1.0, atol=0.01)  # expectation preserved
+  assert abs(np.corrcoef(m1.ravel(), m2.ravel())[0, 1]) < 0.01  # different keys: independent
+  assert abs(np.corrcoef(m1[:, :, :-1].ravel(), m1[:, :, 1:].ravel())[0, 1]) < 0.01
+  assert abs(np.corrcoef(m1[:-1].ravel(), m1[1:].ravel())[0, 1]) < 0.01
+  chex.assert_trees_all_equal(y1, enc.dropout(x, 0.1, jax.random.key(0), True))
+  assert float(jnp.mean(enc.dropout(x, 0.5, jax.random.key(2), True) == 0)) == pytest.approx(
+      0.5, abs=0.005)
