@@ -204,9 +204,10 @@ def bench_clowlab(step: str, dtype: str, B: int, L: int, steps: int, warmup: int
   sys.path.insert(0, str(REPO))  # for configs/
   from configs import mlm as mlm_config  # noqa: PLC0415
 
-  if patch == "hash-dropout":
+  patch = patch.split("+")
+  if "hash-dropout" in patch:
     enc.dropout = hash_dropout
-  if patch == "unroll":  # the step's only scan is the encoder's loop over layers
+  if "unroll" in patch:  # the step's only scan is the encoder's loop over layers
     scan = jax.lax.scan
     jax.lax.scan = lambda *a, **kw: scan(*a, **{**kw, "unroll": True})
   cfg = mlm_config.get_config("runlocal")
@@ -214,7 +215,7 @@ def bench_clowlab(step: str, dtype: str, B: int, L: int, steps: int, warmup: int
   cfg.optim.lr, cfg.optim.warmup_steps = LR, WARMUP
   model = hf.load_hf(minilm_dir())
   ecfg = model.cfg.replace(compute_dtype=dtype)
-  if patch == "no-dropout":
+  if "no-dropout" in patch:
     ecfg = ecfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
   method = mlm.METHOD if step == "mlm" else simcse_method()
   params = {"encoder": model.params, **method.init_heads(jax.random.key(1), ecfg, cfg)}
@@ -318,7 +319,7 @@ def worker(spec: dict) -> None:
 def run_row(spec: dict) -> dict:
   busy0, kids0 = cpu_seconds()
   t0 = time.perf_counter()
-  env = {**os.environ, **({"GLIBC_TUNABLES": THP_TUNABLE} if spec["thp"] else {})}
+  env = {**os.environ, **spec["env"], **({"GLIBC_TUNABLES": THP_TUNABLE} if spec["thp"] else {})}
   proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
                         capture_output=True, text=True, cwd=REPO, env=env)
   lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
@@ -372,6 +373,13 @@ def report(rows: list[dict]) -> None:
             f"({bp['dtype']}): {bj['tok_s'] / bp['tok_s']:.2f}x (target >= 1.0x)")
 
 
+def patch_arg(value: str) -> str:
+  bad = [x for x in value.split("+") if x not in PATCHES]
+  if bad:
+    raise argparse.ArgumentTypeError(f"unknown patch {bad[0]!r}; valid: {', '.join(PATCHES)}")
+  return value
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--quick", action="store_true", help="sequence 64 only")
@@ -385,8 +393,11 @@ def main() -> None:
   p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
   p.add_argument("--prngs", nargs="+", default=["threefry", "rbg"],
                  help="clowlab PRNG impls (rows besides threefry are extra)")
-  p.add_argument("--patches", nargs="*", default=[], choices=list(PATCHES),
-                 help="extra clowlab rows with an experimental change (see PATCHES)")
+  p.add_argument("--patches", nargs="*", default=[], type=patch_arg,
+                 help="extra clowlab rows with an experimental change (see PATCHES; combine "
+                 "with '+', e.g. hash-dropout+unroll)")
+  p.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE",
+                 help="environment of every row's subprocess (e.g. XLA_FLAGS=...)")
   p.add_argument("--thp", choices=["off", "on", "both"], default="off",
                  help=f"run rows with GLIBC_TUNABLES={THP_TUNABLE} (glibc malloc asks for "
                  "transparent huge pages: far fewer page faults on XLA's per-step buffers)")
@@ -408,7 +419,8 @@ def main() -> None:
     for seq in seqs:
       for dtype in args.dtypes:
         base = dict(step=step, dtype=dtype, seq=seq, batch=args.batch, steps=args.steps,
-                    warmup=args.warmup, budget_s=args.budget_s)
+                    warmup=args.warmup, budget_s=args.budget_s,
+                    env=dict(e.split("=", 1) for e in args.env))
         thps = {"off": [False], "on": [True], "both": [False, True]}[args.thp]
         variants = [(prng, "") for prng in args.prngs] + [("threefry", x) for x in args.patches]
         for thp in thps:
@@ -419,7 +431,8 @@ def main() -> None:
           specs.append({**base, "framework": "pytorch", "prng": "", "patch": "", "thp": thp})
   print(f"MiniLM 6x384 from {minilm_dir()}; batch {args.batch}; {len(specs)} rows, "
         f"{args.steps} timed steps each; {os.cpu_count()} CPUs ({cpu_features()}); "
-        f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        f"load average {os.getloadavg()[0]:.2f}" + "".join(f"; {e}" for e in args.env),
+        flush=True)
   start, rows = time.perf_counter(), []
   for spec in specs:
     best = None
