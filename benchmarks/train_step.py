@@ -1,9 +1,8 @@
 """Training-step speed at MiniLM shape: clowlab (JAX) vs the equivalent PyTorch step, same run.
 
     python benchmarks/train_step.py [--quick] [--steps 10] [--seqs 64 128] [--batch 32]
-                                    [--dtypes float32 bfloat16] [--prngs threefry rbg]
-                                    [--patches hash-dropout no-dropout unroll]
-                                    [--json out.json]
+        [--dtypes float32 bfloat16] [--prngs threefry rbg] [--thp off|on|both]
+        [--patches unroll hash-dropout no-dropout ...] [--env NAME=VALUE ...] [--json out.json]
 
 Two steps, both from the real all-MiniLM-L6-v2 weights (6 x 384, 12 heads, vocab 30522):
   mlm     the clowlab MLM step (`clowlab.methods.mlm`: the vocabulary projection only at the
@@ -12,18 +11,20 @@ Two steps, both from the real all-MiniLM-L6-v2 weights (6 x 384, 12 heads, vocab
   simcse  two views (the batch encoded twice, dropout on, one pass of 2B rows), CLS, InfoNCE
           over the batch (cosine / 0.05). PyTorch: `BertModel` and the same loss.
 Both: AdamW (decay off biases, LayerNorm and position/type embeddings), clip 1.0, warmup
-schedule; f32 master weights. bf16 is clowlab's compute_dtype="bfloat16" and PyTorch's
-`torch.autocast("cpu", torch.bfloat16)`; PyTorch runs eager with 2 threads.
+schedule, f32 master weights. bf16 is clowlab's compute_dtype="bfloat16" and PyTorch's
+`torch.autocast("cpu", torch.bfloat16)`; PyTorch runs eager, fused AdamW, 2 threads.
+Tokens/step: B x L for mlm, 2 x B x L for simcse (both views).
 
-Every measurement runs in its own subprocess (so XLA's and PyTorch's thread pools never share a
-process), one after the other: 2 warm-up steps (the first compiles), then --steps steps, each
-timed to block_until_ready; ms/step is their median. A configuration that is very slow on the
-CPU at hand (PyTorch bf16 without AVX512_BF16 runs naive GEMMs) is cut short by --budget-s. Tokens/step: B x L for mlm, 2 x B x L for
-simcse (both views). `--prngs rbg` adds clowlab rows with jax_default_prng_impl="rbg";
-`--patches` adds clowlab rows with an experimental change made at run time (see PATCHES;
-clowlab/models/encoder.py itself is not changed). Before each row the driver waits (up to
---max-wait s) until other processes use < --quiet-below cores; the table's "other load" is the
-cores other processes used while the row ran (machine busy time minus ours, from /proc/stat).
+Each row runs in its own subprocess (XLA's and PyTorch's thread pools never share a process),
+one after the other: 2 warm-up steps (the first compiles), then --steps steps, each timed to
+block_until_ready; ms/step is their median, spread is max - min. A row whose first step takes
+over --budget-s / 2 (PyTorch bf16 on a CPU without AVX512_BF16 runs naive GEMMs) times one step.
+Before each row the driver waits (up to --max-wait s) until other processes use < --quiet-below
+cores; "other load" is the cores they used while the row ran (/proc/stat busy time minus ours).
+
+Extra rows: `--prngs rbg` sets jax_default_prng_impl in clowlab's subprocess; `--thp on|both`
+runs rows with glibc malloc asking for transparent huge pages; `--patches` are experimental
+changes to clowlab's step made at run time in the subprocess (PATCHES; no clowlab file changes).
 """
 from __future__ import annotations
 
@@ -73,21 +74,19 @@ def make_batch(step: str, B: int, L: int, mlm_predictions: int) -> dict[str, np.
 def time_steps(run_step, warmup: int, steps: int, budget_s: float) -> tuple[list[float], int]:
   """(seconds of each step, how many were warm-up); run_step blocks until its step is done.
 
-  A very slow configuration stops early: no further warm-up after a step of over budget_s / 2,
-  and no further timed steps once they took budget_s in all (at least one is timed).
+  At least one warm-up step (it compiles). A very slow configuration, whose first step takes over
+  budget_s / 2, is cut short to that one warm-up step and one timed step.
   """
-  times, n_warm = [], 0
-  while len(times) - n_warm < steps:
+  def one():
     t = time.perf_counter()
     run_step()
-    times.append(time.perf_counter() - t)
-    if n_warm < warmup and len(times) == n_warm + 1:
-      n_warm += 1
-      if times[-1] > budget_s / 2:
-        warmup = n_warm
-    elif sum(times[n_warm:]) >= budget_s:
-      break
-  return times, n_warm
+    return time.perf_counter() - t
+
+  warmup, times = max(warmup, 1), [one()]
+  if times[0] > budget_s / 2:
+    warmup, steps = 1, 1
+  times += [one() for _ in range(warmup + steps - 1)]
+  return times, warmup
 
 
 def cpu_seconds() -> tuple[float, float]:
@@ -346,24 +345,30 @@ def label(r: dict) -> str:
 
 
 def report(rows: list[dict]) -> None:
-  print(f"\n{'step':7s} {'dtype':9s} {'seq':>4s}  {'framework':36s} {'ms/step':>9s} "
+  torch_of = {}  # the reference: plain PyTorch, else its first row
+  for r in rows:
+    if r["framework"] == "pytorch":
+      key = (r["step"], r["dtype"], r["seq"])
+      if key not in torch_of or label(r) == "pytorch":
+        torch_of[key] = r
+  width = max(len(label(r)) for r in rows)
+  print(f"\n{'step':7s} {'dtype':9s} {'seq':>4s}  {'framework':{width}s} {'ms/step':>9s} "
         f"{'(spread)':>9s} {'steps':>5s} {'tokens/s':>9s}  {'/ PyTorch':>9s}  {'other load':>10s}")
-  torch_of = {(r["step"], r["dtype"], r["seq"]): r for r in rows if label(r) == "pytorch"}
   for r in rows:
     t = torch_of.get((r["step"], r["dtype"], r["seq"]))
     ratio = f"{r['tok_s'] / t['tok_s']:.2f}x" if t and r is not t else ""
-    print(f"{r['step']:7s} {r['dtype']:9s} {r['seq']:4d}  {label(r):36s} {r['ms']:9.0f} "
+    print(f"{r['step']:7s} {r['dtype']:9s} {r['seq']:4d}  {label(r):{width}s} {r['ms']:9.0f} "
           f"{r['spread']:9.0f} {len(r['times']):5d} {r['tok_s']:9,.0f}  {ratio:>9s}  "
           f"{r['other_load']:10.2f}")
-  print("\n/ PyTorch: tokens/s over plain PyTorch's at the same step, dtype and seq (> 1: faster). "
-        "other load: cores other processes used meanwhile.\n'best' ranges over dtypes, PRNGs "
-        "and malloc-thp, not over --patches (they change clowlab's code).")
+  print("\n/ PyTorch: tokens/s over PyTorch's (its first row) at the same step, dtype and seq "
+        "(> 1: faster).\nother load: cores other processes used meanwhile. 'best' ranges over "
+        "dtypes, PRNGs and malloc-thp,\nnot over --patches (they change clowlab's code).")
   for step, seq in dict.fromkeys((r["step"], r["seq"]) for r in rows):
     mine = [r for r in rows if (r["step"], r["seq"]) == (step, seq)]
     jx = [r for r in mine if r["framework"] == "clowlab" and not r["patch"]]
     pt = [r for r in mine if r["framework"] == "pytorch"]
-    base = lambda rs: next((r for r in rs if r["dtype"] == "float32" and label(r) in  # noqa: E731
-                            ("clowlab", "pytorch")), None)
+    base = lambda rs: next((r for r in rs if r["dtype"] == "float32"  # noqa: E731
+                            and r["prng"] in ("", "threefry") and not r["patch"]), None)
     if base(jx) and base(pt):
       print(f"  {step} seq {seq}: clowlab fp32 vs PyTorch fp32: "
             f"{base(jx)['tok_s'] / base(pt)['tok_s']:.2f}x (target >= 1.2x)")
@@ -386,7 +391,7 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=10, help="timed steps per row")
   p.add_argument("--warmup", type=int, default=2, help="untimed steps (the first compiles)")
   p.add_argument("--budget-s", type=float, default=60,
-                 help="a row stops timing once its timed steps took this long (>= 1 step)")
+                 help="a row whose first step takes over half this times just one more step")
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--seqs", type=int, nargs="+", default=[64, 128])
   p.add_argument("--step-kinds", nargs="+", default=["mlm", "simcse"], choices=["mlm", "simcse"])
