@@ -2,7 +2,7 @@
 
     python benchmarks/train_step.py [--quick] [--steps 10] [--seqs 64 128] [--batch 32]
         [--dtypes float32 bfloat16] [--prngs threefry rbg] [--thp off|on|both]
-        [--patches unroll hash-dropout no-dropout ...] [--env NAME=VALUE ...] [--json out.json]
+        [--scan-layers on|off|both] [--patches hash-dropout no-dropout ...] [--env NAME=VALUE ...] [--json out.json]
 
 Two steps, both from the real all-MiniLM-L6-v2 weights (6 x 384, 12 heads, vocab 30522):
   mlm     the clowlab MLM step (`clowlab.methods.mlm`: the vocabulary projection only at the
@@ -47,7 +47,6 @@ THP_TUNABLE = "glibc.malloc.hugetlb=1"
 PATCHES = {
     "hash-dropout": "dropout masks from a counter hash of the element index (hash_dropout)",
     "no-dropout": "hidden and attention dropout 0 (a bound on what cheaper masks can gain)",
-    "unroll": "the encoder's scan over layers fully unrolled",
 }
 
 
@@ -190,7 +189,8 @@ def simcse_method():
 
 
 def bench_clowlab(step: str, dtype: str, B: int, L: int, steps: int, warmup: int,
-                  budget_s: float, prng: str, patch: str) -> tuple[list[float], int]:
+                  budget_s: float, prng: str, patch: str,
+                  scan_layers: bool = True) -> tuple[list[float], int]:
   import jax  # noqa: PLC0415
   if prng != "threefry":
     jax.config.update("jax_default_prng_impl", prng)  # before any key exists
@@ -206,14 +206,11 @@ def bench_clowlab(step: str, dtype: str, B: int, L: int, steps: int, warmup: int
   patch = patch.split("+")
   if "hash-dropout" in patch:
     enc.dropout = hash_dropout
-  if "unroll" in patch:  # the step's only scan is the encoder's loop over layers
-    scan = jax.lax.scan
-    jax.lax.scan = lambda *a, **kw: scan(*a, **{**kw, "unroll": True})
   cfg = mlm_config.get_config("runlocal")
   cfg.batch_size, cfg.seq_len = B, L
   cfg.optim.lr, cfg.optim.warmup_steps = LR, WARMUP
   model = hf.load_hf(minilm_dir())
-  ecfg = model.cfg.replace(compute_dtype=dtype)
+  ecfg = model.cfg.replace(compute_dtype=dtype, scan_layers=scan_layers)
   if "no-dropout" in patch:
     ecfg = ecfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
   method = mlm.METHOD if step == "mlm" else simcse_method()
@@ -311,7 +308,8 @@ def worker(spec: dict) -> None:
   if spec["framework"] == "pytorch":
     times, n_warm = bench_torch(*args)
   else:
-    times, n_warm = bench_clowlab(*args, spec["prng"], spec["patch"])
+    times, n_warm = bench_clowlab(*args, spec["prng"], spec["patch"],
+                                  spec.get("scan_layers", True))
   print("RESULT " + json.dumps({**spec, "times": times, "n_warm": n_warm}), flush=True)
 
 
@@ -339,7 +337,8 @@ def run_row(spec: dict) -> dict:
 
 def label(r: dict) -> str:
   extra = [r["prng"] if r["prng"] not in ("", "threefry") else "", r["patch"],
-           "malloc-thp" if r["thp"] else ""]
+           "malloc-thp" if r["thp"] else "",
+           "scan_layers=False" if not r.get("scan_layers", True) else ""]
   extra = [x for x in extra if x]
   return r["framework"] + (f" ({', '.join(extra)})" if extra else "")
 
@@ -368,7 +367,8 @@ def report(rows: list[dict]) -> None:
     jx = [r for r in mine if r["framework"] == "clowlab" and not r["patch"]]
     pt = [r for r in mine if r["framework"] == "pytorch"]
     base = lambda rs: next((r for r in rs if r["dtype"] == "float32"  # noqa: E731
-                            and r["prng"] in ("", "threefry") and not r["patch"]), None)
+                            and r["prng"] in ("", "threefry") and not r["patch"]
+                            and r.get("scan_layers", True)), None)
     if base(jx) and base(pt):
       print(f"  {step} seq {seq}: clowlab fp32 vs PyTorch fp32: "
             f"{base(jx)['tok_s'] / base(pt)['tok_s']:.2f}x (target >= 1.2x)")
@@ -400,12 +400,15 @@ def main() -> None:
                  help="clowlab PRNG impls (rows besides threefry are extra)")
   p.add_argument("--patches", nargs="*", default=[], type=patch_arg,
                  help="extra clowlab rows with an experimental change (see PATCHES; combine "
-                 "with '+', e.g. hash-dropout+unroll)")
+                 "with '+', e.g. hash-dropout+no-dropout)")
   p.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE",
                  help="environment of every row's subprocess (e.g. XLA_FLAGS=...)")
   p.add_argument("--thp", choices=["off", "on", "both"], default="off",
                  help=f"run rows with GLIBC_TUNABLES={THP_TUNABLE} (glibc malloc asks for "
                  "transparent huge pages: far fewer page faults on XLA's per-step buffers)")
+  p.add_argument("--scan-layers", choices=["on", "off", "both"], default="both",
+                 help="clowlab rows with the encoder's layer loop as one lax.scan (on), "
+                 "unrolled (off: EncoderConfig.scan_layers=False), or both")
   p.add_argument("--no-torch", action="store_true")
   p.add_argument("--quiet-below", type=float, default=0.3,
                  help="before each row, wait until other processes use fewer cores (0: no wait)")
@@ -428,10 +431,12 @@ def main() -> None:
                     env=dict(e.split("=", 1) for e in args.env))
         thps = {"off": [False], "on": [True], "both": [False, True]}[args.thp]
         variants = [(prng, "") for prng in args.prngs] + [("threefry", x) for x in args.patches]
+        scans = {"on": [True], "off": [False], "both": [True, False]}[args.scan_layers]
         for thp in thps:
-          for prng, patch in variants:
-            specs.append({**base, "framework": "clowlab", "prng": prng, "patch": patch,
-                          "thp": thp})
+          for scan in scans:
+            for prng, patch in variants:
+              specs.append({**base, "framework": "clowlab", "prng": prng, "patch": patch,
+                            "thp": thp, "scan_layers": scan})
         for thp in thps * (not args.no_torch):
           specs.append({**base, "framework": "pytorch", "prng": "", "patch": "", "thp": thp})
   print(f"MiniLM 6x384 from {minilm_dir()}; batch {args.batch}; {len(specs)} rows, "

@@ -44,3 +44,107 @@ def evaluate_workdir(cfg, workdir: str, step: int | None = None) -> dict[str, fl
     print(f"clowlab: eval at step {r['step']}: " +
           ", ".join(f"{k}={v:.4f}" for k, v in results.items()), flush=True)
   return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line:
+#   python -m clowlab.evaluate --task=sts --model=M --data=FILE[,FILE...] \
+#       --columns=sentence1,sentence2,score [--pooling=mean|cls|...]
+#   python -m clowlab.evaluate --task=retrieval --model=M --source=FILE --target=FILE
+#   python -m clowlab.evaluate --task=search --model=M --queries=F --corpus=F --qrels=F
+# M is an HF model directory or a clowlab workdir. The last line printed is one JSON object.
+
+TASKS = ("sts", "retrieval", "search")
+
+
+def _columns(spec: str | None):
+  if not spec:
+    return None
+  cols = [c.strip() for c in spec.split(",")]
+  return tuple(int(c) if c.isdigit() else c for c in cols)
+
+
+def run_cli(task: str, model: str, *, pooling: str | None = None, data: str = "",
+            columns: str | None = None, source: str = "", target: str = "", queries: str = "",
+            corpus: str = "", qrels: str = "", seq_len: int = 128, batch_size: int = 64,
+            cache_dir: str | None = None) -> dict:
+  """What `python -m clowlab.evaluate` runs; returns the JSON-able results."""
+  import time  # noqa: PLC0415
+
+  from clowlab import embed  # noqa: PLC0415
+  from clowlab.evaluators import retrieval, sts  # noqa: PLC0415
+  if task not in TASKS:
+    raise ClowlabError(f"clowlab: unknown --task={task!r}; valid: {', '.join(TASKS)}.")
+  t0 = time.perf_counter()
+  emb = embed.load(model, pooling, seq_len=seq_len, batch_size=batch_size)
+  out: dict = {"task": task, "model": emb.description}
+  if task == "sts":
+    files = [f for f in data.split(",") if f]
+    if not files:
+      raise ClowlabError("clowlab: --task=sts needs --data=FILE[,FILE...].")
+    sets = {os.path.splitext(os.path.basename(f))[0]: sts.load(f, _columns(columns),
+                                                               cache_dir=cache_dir)
+            for f in files}
+    out.update(sts.evaluate(emb, sets))
+  elif task == "retrieval":
+    if not source or not target:
+      raise ClowlabError("clowlab: --task=retrieval needs --source=FILE and --target=FILE "
+                         "(line-aligned).")
+    out.update(retrieval.evaluate_aligned(emb, retrieval.read_lines(source),
+                                          retrieval.read_lines(target)))
+  else:
+    if not (queries and corpus and qrels):
+      raise ClowlabError("clowlab: --task=search needs --queries, --corpus (id<TAB>text) and "
+                         "--qrels (query_id<TAB>corpus_id).")
+    out.update(retrieval.evaluate_search(emb, retrieval.read_id_text(queries),
+                                         retrieval.read_id_text(corpus),
+                                         retrieval.read_qrels(qrels)))
+  out["seconds"] = round(time.perf_counter() - t0, 2)
+  return out
+
+
+def main(argv):
+  import json  # noqa: PLC0415
+  import sys  # noqa: PLC0415
+
+  from absl import flags  # noqa: PLC0415
+  del argv
+  F = flags.FLAGS
+  try:
+    res = run_cli(F.task, F.model, pooling=F.pooling, data=F.data, columns=F.columns,
+                  source=F.source, target=F.target, queries=F.queries, corpus=F.corpus,
+                  qrels=F.qrels, seq_len=F.seq_len, batch_size=F.batch_size,
+                  cache_dir=F.cache_dir)
+  except ClowlabError as e:
+    print(e, file=sys.stderr)
+    sys.exit(2)
+  for k, v in res.items():
+    if k not in ("task", "model") and isinstance(v, float):
+      print(f"{k}: {v:.2f}")
+  print(json.dumps(res, sort_keys=True))
+
+
+def _define_flags():
+  from absl import flags  # noqa: PLC0415
+  flags.DEFINE_enum("task", "sts", list(TASKS), "What to evaluate.")
+  flags.DEFINE_string("model", None, "HF model directory or clowlab workdir.", required=True)
+  flags.DEFINE_string("pooling", None, "cls | cls_before_pooler | mean | first_last_avg | "
+                      "last_two_avg; default: the trained method's, else mean.")
+  flags.DEFINE_string("data", "", "sts: comma-separated pair files (CSV/TSV/JSONL).")
+  flags.DEFINE_string("columns", None, "sts: first,second,score column names or 0-based indices "
+                      "(indices mean a headerless file); default: guessed from the header.")
+  flags.DEFINE_string("source", "", "retrieval: source-language file, one sentence per line.")
+  flags.DEFINE_string("target", "", "retrieval: line-aligned target file.")
+  flags.DEFINE_string("queries", "", "search: id<TAB>text file of queries.")
+  flags.DEFINE_string("corpus", "", "search: id<TAB>text file of documents.")
+  flags.DEFINE_string("qrels", "", "search: query_id<TAB>corpus_id[<TAB>score] file.")
+  flags.DEFINE_integer("seq_len", 128, "Maximum tokens per sentence.")
+  flags.DEFINE_integer("batch_size", 64, "Sentences per forward pass.")
+  flags.DEFINE_string("cache_dir", None, "Where parsed data files are cached (default: "
+                      "~/.cache/clowlab).")
+
+
+if __name__ == "__main__":
+  from absl import app  # noqa: PLC0415
+  _define_flags()
+  app.run(main)

@@ -164,7 +164,7 @@ def resolve_model(cfg, tokenizer) -> tuple[enc.EncoderConfig, dict | None, str]:
         imported["mlm_head"] = m.mlm_head
       what = f"{src} (HF {m.cfg.model_type})"
     # Only execution options may be overridden on an imported architecture.
-    allowed = {"compute_dtype", "remat", "hidden_dropout", "attention_dropout"}
+    allowed = {"compute_dtype", "remat", "scan_layers", "hidden_dropout", "attention_dropout"}
     bad = sorted(set(overrides) - allowed)
     if bad:
       raise ClowlabError(f"clowlab: --config.model.{bad[0]} cannot change the architecture of "
@@ -367,7 +367,8 @@ def train(cfg, workdir: str) -> dict[str, Any]:
   with _Preemption() as preempt:
     for step in range(start + 1, cfg.total_steps + 1):
       batch = sharding.global_batch(next(data), mesh)
-      state, m = step_fn(state, batch)
+      with jax.set_mesh(mesh):  # methods' sharded losses (jax.shard_map) read the mesh
+        state, m = step_fn(state, batch)
       if pending is not None:
         drain(pending)
       pending = (step, m)

@@ -37,20 +37,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.split_sentences = True
     c.model = ml_collections.ConfigDict({
         "hidden_size": 128, "num_layers": 2, "num_heads": 2, "intermediate_size": 512,
-        "max_position_embeddings": 64, "compute_dtype": "float32", "remat": False})
+        "max_position_embeddings": 64, "compute_dtype": "float32", "remat": False,
+        "scan_layers": False})
     c.optim.lr, c.optim.warmup_steps = 1e-3, 30
   elif arg == "en_small":
     c.total_steps, c.batch_size, c.seq_len = 20_000, 64, 128
     c.checkpoint_every = 1000
     c.tokenizer = "spm:8000"
-    # WikiText-2 train is not in ../shared (see its MANIFEST); valid is our training text,
-    # the first 30 KB of test (the demo file) our held-out set.
-    c.data.train = [os.path.join(SHARED, "wikitext2", "valid.txt")]
+    # WikiText-2 train is not in ../shared (see its MANIFEST): valid plus the Multi30k English
+    # captions are our training text, the first 30 KB of test (the demo file) our held-out set.
+    c.data.train = [os.path.join(SHARED, "wikitext2", "valid.txt"),
+                    os.path.join(SHARED, "parallel", "multi30k", "train.en.gz")]
     c.mode, c.eval_every = "train_and_eval", 1000
     c.data.split_sentences = True
     c.model = ml_collections.ConfigDict({
         "hidden_size": 256, "num_layers": 4, "num_heads": 4, "intermediate_size": 1024,
-        "max_position_embeddings": 128, "compute_dtype": "float32", "remat": False})
+        "max_position_embeddings": 128, "compute_dtype": "float32", "remat": False,
+        "scan_layers": False})
     c.optim.lr, c.optim.warmup_steps = 5e-4, 1000
   elif arg:
     raise ValueError(f"configs/mlm.py: unknown variant {arg!r}; valid: '', runlocal, en_small")

@@ -27,17 +27,18 @@ def _data(B=16, D=8, seed=0):
 
 
 def _reference(q, k, *, temperature, symmetric=False, hard_negatives_BD=None,
-               label_smoothing=0.0, normalize=True, valid_B=None):
+               label_smoothing=0.0, normalize=True, valid_B=None, hard_negative_weight=0.0):
   """Independent formulation: drop invalid rows, then plain optax cross-entropy."""
   idx = None if valid_B is None else np.flatnonzero(np.asarray(valid_B))
   return _reference_jit(q, k, hard_negatives_BD, idx, temperature=temperature,
                         symmetric=symmetric, label_smoothing=label_smoothing,
-                        normalize=normalize)
+                        normalize=normalize, hard_negative_weight=hard_negative_weight)
 
 
 @functools.partial(jax.jit, static_argnames=("temperature", "symmetric", "label_smoothing",
-                                             "normalize"))
-def _reference_jit(q, k, hn, idx, *, temperature, symmetric, label_smoothing, normalize):
+                                             "normalize", "hard_negative_weight"))
+def _reference_jit(q, k, hn, idx, *, temperature, symmetric, label_smoothing, normalize,
+                   hard_negative_weight):
   if idx is not None:
     q, k = q[idx], k[idx]
     hn = None if hn is None else hn[idx]
@@ -48,6 +49,8 @@ def _reference_jit(q, k, hn, idx, *, temperature, symmetric, label_smoothing, no
   cands = k if hn is None else jnp.concatenate([k, hn])
   logits = q @ cands.T / temperature
   n = q.shape[0]
+  if hn is not None:  # SimCSE: the weight is added to each row's own hard-negative logit
+    logits = logits.at[:, n:].add(hard_negative_weight * jnp.eye(n))
 
   def ce(lg):
     labels = optax.smooth_labels(jnp.eye(lg.shape[0], lg.shape[1]), label_smoothing)
@@ -113,12 +116,13 @@ class ExactValuesTest(chex.TestCase):
 @pytest.mark.parametrize("opts", [
     dict(symmetric=True, temperature=0.3),
     dict(hard=True),
+    dict(hard=True, hard_negative_weight=1.0),
     dict(label_smoothing=0.1),
     dict(masked=True),
     dict(normalize=False, temperature=3.0),
-    dict(symmetric=True, hard=True, label_smoothing=0.2, masked=True),
-], ids=["symmetric", "hard_negatives", "label_smoothing", "valid_mask", "no_normalize",
-        "everything"])
+    dict(symmetric=True, hard=True, label_smoothing=0.2, masked=True, hard_negative_weight=0.5),
+], ids=["symmetric", "hard_negatives", "hard_negative_weight", "label_smoothing", "valid_mask",
+        "no_normalize", "everything"])
 def test_matches_reference(opts):
   opts = dict(opts)
   q, k, hn, valid = _data()
@@ -147,7 +151,8 @@ def _reference_tuple(q, k, **kw):
 # ------------------------------------------------------------------------------ chunked
 
 @pytest.mark.parametrize("chunk_sizes,opts", [
-    ((5, 8), dict(symmetric=True, hard=True, label_smoothing=0.1, masked=True)),  # 5: padded
+    ((5, 8), dict(symmetric=True, hard=True, label_smoothing=0.1, masked=True,
+                  hard_negative_weight=0.7)),  # 5: padded
     ((64,), dict()),  # one chunk
 ])
 def test_chunked_equals_plain(chunk_sizes, opts):
@@ -198,7 +203,8 @@ def _shard(mesh, *xs):
 
 
 @pytest.mark.parametrize("axis_type,opts", [
-    (AxisType.Explicit, dict(symmetric=True, hard=True, label_smoothing=0.1, masked=True)),
+    (AxisType.Explicit, dict(symmetric=True, hard=True, label_smoothing=0.1, masked=True,
+                             hard_negative_weight=1.0)),
     (AxisType.Auto, dict(symmetric=True, hard=True, label_smoothing=0.1, masked=True)),
 ])
 def test_sharded_equals_single_device(axis_type, opts):

@@ -297,8 +297,12 @@ def to_hf_tensors(params, cfg: enc.EncoderConfig, mlm_head=None) -> dict[str, np
 
 
 def save_hf(out_dir: str | os.PathLike, params, cfg: enc.EncoderConfig, *, mlm_head=None,
-            tokenizer_dir: str | os.PathLike | None = None, overwrite: bool = False) -> str:
-  """Writes an HF directory atomically: built in a temporary sibling, then renamed into place."""
+            tokenizer_dir: str | os.PathLike | None = None, overwrite: bool = False,
+            extra_files: dict[str, bytes] | None = None) -> str:
+  """Writes an HF directory atomically: built in a temporary sibling, then renamed into place.
+
+  extra_files: {relative path: content} written alongside (e.g. a sentence pooler's weights).
+  """
   out = pathlib.Path(out_dir)
   if out.exists() and any(out.iterdir()) and not overwrite:
     raise ClowlabError(f"clowlab: export directory {out} exists and is not empty. Choose a new "
@@ -310,8 +314,13 @@ def save_hf(out_dir: str | os.PathLike, params, cfg: enc.EncoderConfig, *, mlm_h
               metadata={"format": "pt"})
     (tmp / "config.json").write_text(json.dumps(config_to_hf(cfg, mlm_head is not None),
                                                 indent=2, sort_keys=True) + "\n")
-    if tokenizer_dir is not None:
-      copy_tokenizer_files(tokenizer_dir, tmp)
+    if tokenizer_dir is not None and not copy_tokenizer_files(tokenizer_dir, tmp):
+      # A raw sentencepiece tokenizer (trained by clowlab): write it as HF tokenizer files.
+      from clowlab.data import tokenizers  # noqa: PLC0415
+      tokenizers.load_tokenizer(str(tokenizer_dir)).save(str(tmp))
+    for name, content in (extra_files or {}).items():
+      (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+      (tmp / name).write_bytes(content)
     if out.exists():
       shutil.rmtree(out)
     os.replace(tmp, out)

@@ -68,4 +68,45 @@ def export_workdir(workdir: str | os.PathLike, out_dir: str | os.PathLike, *,
   tok = meta.get("tokenizer")
   tok_dir = pathlib.Path(workdir) / tok if tok else None
   return hf.save_hf(out_dir, params["encoder"], cfg, mlm_head=head, tokenizer_dir=tok_dir,
-                    overwrite=overwrite)
+                    overwrite=overwrite, extra_files=sentence_files(params, cfg, meta))
+
+
+def sentence_files(params, cfg: enc.EncoderConfig, meta: dict) -> dict[str, bytes]:
+  """Files that make an export a sentence-embedding model.
+
+  - sentence-transformers modules (modules.json, 1_Pooling/config.json): the encoder with the
+    parameter-free pooling closest to the method's (CLS for CLS-based poolers, else mean), so
+    `SentenceTransformer(dir)` works;
+  - for a method with its own pooler/head (SimCSE's MLP, layer-wise attention): its config and
+    weights (clowlab_pooler.json / .safetensors), which `clowlab.embed.load(dir)` uses to embed
+    exactly as the method evaluates.
+  """
+  import json  # noqa: PLC0415
+
+  import ml_collections  # noqa: PLC0415
+  from safetensors.numpy import save  # noqa: PLC0415
+
+  from clowlab import embed, methods  # noqa: PLC0415
+  run_cfg = meta.get("config") or {}
+  name = run_cfg.get("method")
+  method = methods.METHODS.get(name) if name else None
+  pooler = (run_cfg.get("contrastive") or {}).get("pooler", "mean")
+  cls_like = pooler in ("cls", "cls_before_pooler", "layer_attention")
+  st_pool = {"word_embedding_dimension": cfg.hidden_size, "pooling_mode_cls_token": cls_like,
+             "pooling_mode_mean_tokens": not cls_like, "pooling_mode_max_tokens": False,
+             "pooling_mode_mean_sqrt_len_tokens": False}
+  modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+             {"idx": 1, "name": "1", "path": "1_Pooling",
+              "type": "sentence_transformers.models.Pooling"}]
+  max_len = int(run_cfg.get("seq_len") or 128)
+  files = {"modules.json": json.dumps(modules, indent=2).encode(),
+           "1_Pooling/config.json": json.dumps(st_pool, indent=2).encode(),
+           "sentence_bert_config.json": json.dumps(
+               {"max_seq_length": min(max_len, cfg.max_position_embeddings - cfg.position_offset),
+                "do_lower_case": False}, indent=2).encode()}
+  if method is not None and method.export_pooler is not None:
+    pcfg, head = method.export_pooler(params, ml_collections.ConfigDict(run_cfg))
+    files[embed.POOLER_CONFIG] = json.dumps(pcfg, indent=2, sort_keys=True).encode()
+    if head:
+      files[embed.POOLER_WEIGHTS] = save(embed.flatten(head))
+  return files

@@ -11,11 +11,13 @@ Views. A tokenized dataset holds one or more *views*, each an encoded sequence p
   single text (`text`):          ""  -> batch keys at top level
   pairs (`text_a`, `text_b`):    "a", "b" (separately, for bi-encoders), "ab" (jointly, for
                                  cross-encoders: [CLS] a [SEP] b [SEP])
+  triples (+ `text_c`):          "a", "b", "c" (anchor, positive, hard negative)
   parallel (`src`, `tgt`):       "src", "tgt", "src_tgt" (jointly, for translation LM)
 Batch format (all arrays [b, L] int32 unless noted; b = global_batch_size // process_count):
   single: {input_ids, attention_mask, token_type_ids, word_ids, index[b][, label[b]]}
   pairs:  {"a": {input_ids, attention_mask, token_type_ids, word_ids}, "b": {...}[, "ab": {...}],
            index[b][, label[b]]}
+  triples: {"a": {...}, "b": {...}, "c": {...}, index[b]}
   parallel: {"src": {...}, "tgt": {...}[, "src_tgt": {...}], index[b]}
   `index` is the record index in the dataset (-1 for padding rows); `word_ids` is -1 at special
   tokens and padding. With drop_remainder=False a bool `valid[b]` marks real rows. A transform
@@ -61,6 +63,10 @@ _FIELD_DTYPES = {"input_ids": "int32", "token_type_ids": "int8", "word_ids": "in
 # kind -> (text columns, {view: (first text column, second text column or None)}, default views)
 KINDS = {
     "text": (("text",), {"": ("text", None)}, ("",)),
+    # Before "pairs": infer_kind takes the first kind whose columns are all present.
+    "triples": (("text_a", "text_b", "text_c"),
+                {"a": ("text_a", None), "b": ("text_b", None), "c": ("text_c", None)},
+                ("a", "b", "c")),
     "pairs": (("text_a", "text_b"),
               {"a": ("text_a", None), "b": ("text_b", None), "ab": ("text_a", "text_b")},
               ("a", "b")),
@@ -126,12 +132,12 @@ def tokenize(ds: datasets.Dataset, tokenizer, *, seq_len: int, views: Sequence[s
 
 
 def infer_kind(columns: Sequence[str]) -> str:
-  """'text' | 'pairs' | 'parallel' from a source dataset's columns."""
+  """'text' | 'triples' | 'pairs' | 'parallel' from a source dataset's columns."""
   for kind, (text_columns, _, _) in KINDS.items():
     if all(c in columns for c in text_columns):
       return kind
   raise ClowlabError(f"Cannot tell what kind of data has columns {list(columns)}. Build it with "
-                     "clowlab.data.sources (columns text | text_a, text_b | src, tgt).")
+                     "clowlab.data.sources (columns text | text_a, text_b[, text_c] | src, tgt).")
 
 
 def _encode_batch(batch: dict, *, tokenizer, views: dict, seq_len: int) -> dict:

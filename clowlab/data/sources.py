@@ -102,6 +102,41 @@ def load_pairs(path: Paths, *, columns: Sequence[Column] | None = None,
                       label_dtype=label_dtype)
 
 
+def load_triples(path: Paths, *, columns: Sequence[Column] | None = None,
+                 format: str | None = None, header: bool | None = None,
+                 names: Sequence[str] | None = None,
+                 cache_dir: str | None = None) -> datasets.Dataset:
+  """(anchor, positive, hard negative) rows for supervised contrastive training (SimCSE's
+  `nli_for_simcse.csv`: sent0, sent1, hard_neg); columns `text_a`, `text_b`, `text_c`.
+
+  columns: the three columns as header names or 0-based indices; None tries
+  sent0/sent1/hard_neg, then anchor/positive/negative. Other options as in `load_pairs`.
+  """
+  files = _check_files(path)
+  fmt = _file_format(files, format)
+  header = _default_header(header, columns, names, fmt)
+  if columns is None:
+    if fmt == "jsonl":
+      first = next(iter(_read_records(files[0], fmt, header)), (0, None))[1]
+      found = list(first) if first else []
+    else:
+      found = list(names) if names else _header_keys(files[0], fmt) if header else []
+    for guess in (("sent0", "sent1", "hard_neg"), ("anchor", "positive", "negative"),
+                  ("text_a", "text_b", "text_c")):
+      if all(g in found for g in guess):
+        columns = guess
+        break
+    else:
+      raise ClowlabError(f"load_triples: cannot guess the columns of {files[0]} (header "
+                         f"{found}); pass columns=(anchor, positive, hard_negative).")
+  if len(columns) != 3:
+    raise ClowlabError(f"load_triples: columns={tuple(columns)!r} must list 3 columns "
+                       "(anchor, positive, hard negative).")
+  spec = {c: datasets.Value("string") for c in ("text_a", "text_b", "text_c")}
+  return _build_table(files, fmt, header, names, columns, ["text_a", "text_b", "text_c"],
+                      datasets.Features(spec), cache_dir, label_map=None, label_dtype=None)
+
+
 def load_parallel(src_path: Paths, tgt_path: Paths | None = None, *,
                   columns: Sequence[Column] | None = None, format: str | None = None,
                   header: bool | None = None, names: Sequence[str] | None = None,

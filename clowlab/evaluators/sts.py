@@ -1,86 +1,21 @@
-"""Semantic textual similarity: Spearman/Pearson between cosine(embeddings) and gold scores.
+"""Semantic textual similarity: Spearman (x 100) between cosine(embeddings) and gold scores.
 
-    scores = sts.evaluate(embed_fn, pairs_ds, tokenizer, seq_len=64)
-    # {"spearman": 0.82, "pearson": 0.83, "n": 1379}
+    r = sts.evaluate(embedder, {"stsb_test": pairs_ds})     # embedder: clowlab.embed.Embedder
+    # {"spearman": 82.0, "spearman_wmean": 82.0, "pearson": ..., "stsb_test/spearman": 82.0, ...}
 
-`embed_fn(batch) -> x_BD` maps a padded batch {input_ids, attention_mask, token_type_ids} to
-sentence vectors; it is usually a jitted closure over params (see `pooled_embed_fn`). Reported
-×100 in docs, as SentEval does.
+With several sets (the STS12-16 subsets of a year, or several languages) both aggregations the
+literature uses are reported side by side: "all" (`spearman`: one correlation over the
+concatenation of the sets; SimCSE's "all" setting) and "wmean" (`spearman_wmean`: the mean of
+the per-set correlations weighted by their sizes). With one set they coincide.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Mapping, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
 from clowlab.errors import ClowlabError
-from clowlab.models import encoder as enc
-
-POOLERS = ("cls", "cls_before_pooler", "mean", "first_last_avg", "last_two_avg")
-
-
-def pool(out: enc.EncoderOutput, mask_BL, pooler: str, params=None):
-  """Sentence vectors from encoder outputs (SimCSE's pooler names); float32."""
-  m_BL1 = mask_BL[..., None].astype(jnp.float32)
-
-  def masked_mean(h_BLD):
-    return jnp.sum(h_BLD.astype(jnp.float32) * m_BL1, 1) / jnp.maximum(m_BL1.sum(1), 1.0)
-
-  if pooler == "cls_before_pooler":
-    return out.cls_BD.astype(jnp.float32)
-  if pooler == "cls":
-    return enc.pooler(params, out.cls_BD)
-  if pooler == "mean":
-    return masked_mean(out.last_BLD)
-  if pooler == "first_last_avg":  # first Transformer layer (not the embeddings) and the last
-    return (masked_mean(out.hidden_states_NBLD[1]) + masked_mean(out.last_BLD)) / 2
-  if pooler == "last_two_avg":
-    return (masked_mean(out.hidden_states_NBLD[-2]) + masked_mean(out.last_BLD)) / 2
-  raise ClowlabError(f"clowlab: unknown pooler {pooler!r}; valid: {', '.join(POOLERS)}.")
-
-
-def pooled_embed_fn(params, ecfg: enc.EncoderConfig, pooler: str = "mean") -> Callable:
-  """A jitted batch -> sentence-vector function for an encoder params tree."""
-  if pooler not in POOLERS:
-    raise ClowlabError(f"clowlab: unknown pooler {pooler!r}; valid: {', '.join(POOLERS)}.")
-
-  @jax.jit
-  def fn(p, batch):
-    out = enc.encode(p, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                     cfg=ecfg)
-    return pool(out, batch["attention_mask"], pooler, p)
-
-  return lambda batch: fn(params, batch)
-
-
-def _pad(rows: list[list[int]], pad_id: int, length: int) -> np.ndarray:
-  out = np.full((len(rows), length), pad_id, np.int32)
-  for i, r in enumerate(rows):
-    out[i, :len(r)] = r
-  return out
-
-
-def embed_texts(embed_fn: Callable, texts: list[str], tokenizer, *, seq_len: int = 64,
-                batch_size: int = 128) -> np.ndarray:
-  """Embeds texts in fixed-size batches (the last one filled with empty strings) padded to a
-  length bucket, so a handful of compilations serve any number of texts."""
-  out = []
-  for start in range(0, len(texts), batch_size):
-    chunk = list(texts[start:start + batch_size])
-    n = len(chunk)
-    chunk += [""] * (batch_size - n)
-    enc_ = tokenizer.encode(chunk, max_len=seq_len)
-    lengths = np.array([len(r) for r in enc_["input_ids"]])
-    # Pad to the smallest power-of-two bucket (>= 16) that fits: few shapes, little padding.
-    length = min(seq_len, max(16, 1 << int(np.ceil(np.log2(max(lengths.max(), 1))))))
-    batch = {"input_ids": _pad(enc_["input_ids"], tokenizer.pad_id, length),
-             "attention_mask": (np.arange(length)[None] < lengths[:, None]).astype(np.int32),
-             "token_type_ids": _pad(enc_["token_type_ids"], 0, length)}
-    out.append(np.asarray(embed_fn(batch))[:n])
-  return np.concatenate(out, 0) if out else np.zeros((0, 0), np.float32)
 
 
 def cosine(a_ND: np.ndarray, b_ND: np.ndarray) -> np.ndarray:
@@ -90,17 +25,47 @@ def cosine(a_ND: np.ndarray, b_ND: np.ndarray) -> np.ndarray:
 
 
 def correlations(sims: np.ndarray, gold: np.ndarray) -> dict[str, float]:
-  return {"spearman": float(stats.spearmanr(sims, gold).statistic),
-          "pearson": float(stats.pearsonr(sims, gold).statistic), "n": int(len(gold))}
+  """Spearman and Pearson x 100 (as SentEval/SimCSE report them) and the number of pairs."""
+  if len(gold) < 2:
+    raise ClowlabError(f"clowlab: STS needs at least 2 scored pairs, got {len(gold)}.")
+  return {"spearman": 100 * float(stats.spearmanr(sims, gold).statistic),
+          "pearson": 100 * float(stats.pearsonr(sims, gold).statistic), "n": int(len(gold))}
 
 
-def evaluate(embed_fn: Callable, pairs, tokenizer, *, seq_len: int = 64,
-             batch_size: int = 128) -> dict[str, float]:
-  """STS on a pairs dataset (columns text_a, text_b, label = gold score)."""
-  for col in ("text_a", "text_b", "label"):
-    if col not in pairs.column_names:
-      raise ClowlabError(f"clowlab: STS data needs columns text_a, text_b, label; it has "
-                         f"{pairs.column_names}. Load it with sources.load_pairs(columns=...).")
-  a = embed_texts(embed_fn, pairs["text_a"], tokenizer, seq_len=seq_len, batch_size=batch_size)
-  b = embed_texts(embed_fn, pairs["text_b"], tokenizer, seq_len=seq_len, batch_size=batch_size)
-  return correlations(cosine(a, b), np.asarray(pairs["label"], np.float64))
+def load(path: str, columns: Sequence | None = None, *, cache_dir: str | None = None,
+         header: bool | None = None):
+  """An STS file as a pairs dataset (text_a, text_b, label = gold score); see sources.load_pairs.
+
+  columns: (first, second, score) as header names or 0-based indices; None guesses from the
+  header (sentence1/sentence2/score, ...).
+  """
+  from clowlab.data import sources  # noqa: PLC0415
+  ds = sources.load_pairs(path, columns=columns, header=header, cache_dir=cache_dir)
+  if "label" not in ds.column_names:
+    raise ClowlabError(f"clowlab: {path} has no score column; pass columns=(first, second, "
+                       "score), e.g. --columns=sentence1,sentence2,score.")
+  return ds
+
+
+def evaluate(embedder, sets: Mapping[str, object]) -> dict[str, float]:
+  """STS over named pairs datasets (columns text_a, text_b, label); see the module doc."""
+  if not sets:
+    raise ClowlabError("clowlab: STS evaluation got no data sets.")
+  out, sims_all, gold_all, weighted = {}, [], [], 0.0
+  for name, pairs in sets.items():
+    for col in ("text_a", "text_b", "label"):
+      if col not in pairs.column_names:
+        raise ClowlabError(f"clowlab: STS set {name!r} needs columns text_a, text_b, label; it "
+                           f"has {pairs.column_names}. Load it with sts.load(path, columns=...).")
+    a, b = embedder(pairs["text_a"]), embedder(pairs["text_b"])
+    sims, gold = cosine(a, b), np.asarray(pairs["label"], np.float64)
+    c = correlations(sims, gold)
+    out.update({f"{name}/spearman": c["spearman"], f"{name}/pearson": c["pearson"],
+                f"{name}/n": c["n"]})
+    sims_all.append(sims)
+    gold_all.append(gold)
+    weighted += c["spearman"] * c["n"]
+  c = correlations(np.concatenate(sims_all), np.concatenate(gold_all))
+  out.update({"spearman": c["spearman"], "pearson": c["pearson"], "n": c["n"],
+              "spearman_wmean": weighted / c["n"]})
+  return out

@@ -61,13 +61,21 @@ def _scores(a_rD, c_ND, temperature):
   return s_rN / temperature
 
 
-def _row_terms(logits_rN, labels_r, cand_valid_N, n_cands, label_smoothing):
+def _row_terms(logits_rN, labels_r, cand_valid_N, n_cands, label_smoothing,
+               hard_negative_weight=0.0):
   """Per-row cross-entropy pieces; each row holds all candidates, so they are complete.
+
+  With hard negatives the candidates are [keys; hard negatives], so row i's own hard negative
+  is column i + N/2; `hard_negative_weight` is added to that logit (SimCSE's
+  `hard_negative_weight`, a logit offset applied after the temperature).
 
   Returns (loss_r, correct_r, pos_r, valid_sum_r): smoothed CE, positive is top-1, positive
   logit, and the sum of logits over valid candidates (for smoothing and the neg_sim metric).
   """
   N = logits_rN.shape[1]
+  if hard_negative_weight:
+    own_hn_rN = jnp.arange(N)[None, :] == labels_r[:, None] + N // 2
+    logits_rN = logits_rN + jnp.where(own_hn_rN, hard_negative_weight, 0.0)
   is_pos_rN = jnp.arange(N)[None, :] == labels_r[:, None]
   masked_rN = jnp.where(cand_valid_N[None, :], logits_rN, _MASKED)
   lse_r = jax.nn.logsumexp(masked_rN, axis=-1)
@@ -212,8 +220,8 @@ def _unshard_rows(x):
 
 def info_nce(q_BD: jax.Array, k_BD: jax.Array, *, temperature, symmetric: bool = False,
              hard_negatives_BD: jax.Array | None = None, label_smoothing: float = 0.0,
-             normalize: bool = True, valid_B: jax.Array | None = None
-             ) -> tuple[jax.Array, Metrics]:
+             normalize: bool = True, valid_B: jax.Array | None = None,
+             hard_negative_weight: float = 0.0) -> tuple[jax.Array, Metrics]:
   """InfoNCE on global arrays; returns (scalar loss, metrics). See the module docstring."""
   _check_args(q_BD, k_BD, hard_negatives_BD, valid_B, temperature, label_smoothing)
   B = q_BD.shape[0]
@@ -227,7 +235,8 @@ def info_nce(q_BD: jax.Array, k_BD: jax.Array, *, temperature, symmetric: bool =
   n_valid = jnp.sum(valid_B.astype(jnp.float32))
   n_cands = n_valid * (1 if hard_negatives_BD is None else 2)
   logits_BN = _scores(q_BD, cands_ND, temperature)
-  rows = _row_terms(logits_BN, jnp.arange(B), cand_valid_N, n_cands, label_smoothing)
+  rows = _row_terms(logits_BN, jnp.arange(B), cand_valid_N, n_cands, label_smoothing,
+                    hard_negative_weight)
   cols = _col_partials(logits_BN[:, :B], valid_B) if symmetric else None
   sums = _totals(rows, valid_B, cols, n_valid, n_cands, label_smoothing, jnp.sum)
   return _finish(sums, n_valid, n_cands, temperature, symmetric)
@@ -243,7 +252,8 @@ def info_nce_per_shard(q_bD: jax.Array, k_bD: jax.Array, *, axis_names: str | Se
                        temperature, symmetric: bool = False,
                        hard_negatives_bD: jax.Array | None = None,
                        label_smoothing: float = 0.0, normalize: bool = True,
-                       valid_b: jax.Array | None = None) -> tuple[jax.Array, Metrics]:
+                       valid_b: jax.Array | None = None,
+                       hard_negative_weight: float = 0.0) -> tuple[jax.Array, Metrics]:
   """The shard_map body: local rows in, the global-batch loss out (equal on every device).
 
   Call inside a `jax.shard_map` whose in_specs shard the batch over `axis_names` (in that
@@ -269,7 +279,8 @@ def info_nce_per_shard(q_bD: jax.Array, k_bD: jax.Array, *, axis_names: str | Se
   # This device's rows are rows [start, start + b) of the global batch.
   start = jax.lax.axis_index(axes) * b
   logits_bN = _scores(q_bD, cands_ND, temperature)
-  rows = _row_terms(logits_bN, start + jnp.arange(b), cand_valid_N, n_cands, label_smoothing)
+  rows = _row_terms(logits_bN, start + jnp.arange(b), cand_valid_N, n_cands, label_smoothing,
+                    hard_negative_weight)
   cols_b = None
   if symmetric:
     m_B, s_B, t_B = _col_partials(logits_bN[:, :B], valid_b)
@@ -287,7 +298,8 @@ def info_nce_sharded(q_BD: jax.Array, k_BD: jax.Array, *, temperature,
                      axis_names: str | Sequence[str] = ("data",), mesh=None,
                      symmetric: bool = False, hard_negatives_BD: jax.Array | None = None,
                      label_smoothing: float = 0.0, normalize: bool = True,
-                     valid_B: jax.Array | None = None) -> tuple[jax.Array, Metrics]:
+                     valid_B: jax.Array | None = None,
+                     hard_negative_weight: float = 0.0) -> tuple[jax.Array, Metrics]:
   """`info_nce` on global arrays via an explicit shard_map over the batch axes `axis_names`.
 
   `mesh` defaults to the one set with `jax.set_mesh`. The batch is resharded to
@@ -317,7 +329,8 @@ def info_nce_sharded(q_BD: jax.Array, k_BD: jax.Array, *, temperature,
   def body(q_bD, k_bD, hn_bD, valid_b, t):
     return info_nce_per_shard(q_bD, k_bD, axis_names=axes, temperature=t, symmetric=symmetric,
                               hard_negatives_bD=hn_bD, label_smoothing=label_smoothing,
-                              normalize=normalize, valid_b=valid_b)
+                              normalize=normalize, valid_b=valid_b,
+                              hard_negative_weight=hard_negative_weight)
 
   has_hn = hard_negatives_BD is not None
   fn = jax.shard_map(
@@ -341,7 +354,8 @@ def _to_spec(x, spec, mesh):
 def info_nce_chunked(q_BD: jax.Array, k_BD: jax.Array, *, temperature, chunk_size: int,
                      symmetric: bool = False, hard_negatives_BD: jax.Array | None = None,
                      label_smoothing: float = 0.0, normalize: bool = True,
-                     valid_B: jax.Array | None = None) -> tuple[jax.Array, Metrics]:
+                     valid_B: jax.Array | None = None,
+                     hard_negative_weight: float = 0.0) -> tuple[jax.Array, Metrics]:
   """`info_nce` with the logits computed `chunk_size` query rows at a time.
 
   Peak memory is O(chunk_size x 2B) for the logits instead of O(B x 2B), forward and backward
@@ -385,7 +399,8 @@ def info_nce_chunked(q_BD: jax.Array, k_BD: jax.Array, *, temperature, chunk_siz
   def chunk(cols, xs):
     q_CD, w_C, labels_C = xs
     logits_CN = _scores(q_CD, cands_ND, temperature)
-    rows = _row_terms(logits_CN, labels_C, cand_valid_N, n_cands, label_smoothing)
+    rows = _row_terms(logits_CN, labels_C, cand_valid_N, n_cands, label_smoothing,
+                      hard_negative_weight)
     if symmetric:
       cols = _merge_cols(cols, _col_partials(logits_CN[:, :B], w_C))
     return cols, rows
@@ -398,3 +413,33 @@ def info_nce_chunked(q_BD: jax.Array, k_BD: jax.Array, *, temperature, chunk_siz
   rows_B = tuple(jnp.swapaxes(x_KC, 0, 1).reshape(-1)[:B] for x_KC in rows_KC)
   sums = _totals(rows_B, valid_B, cols_B, n_valid, n_cands, label_smoothing, jnp.sum)
   return _finish(sums, n_valid, n_cands, temperature, symmetric)
+
+
+# ------------------------------------------------------------------------------ by name
+
+IMPLS = ("sharded", "global", "chunked")
+
+
+def info_nce_by_name(q_BD: jax.Array, k_BD: jax.Array, *, impl: str = "sharded",
+                     chunk_size: int = 0, batch_axes: Sequence[str] = ("data", "fsdp"),
+                     **kw) -> tuple[jax.Array, Metrics]:
+  """The implementation a config names (methods call this; `kw` as in `info_nce`).
+
+  "sharded" (default, measured fastest in benchmarks/contrastive_loss.py) needs the mesh set
+  with `jax.set_mesh` (the trainer does) and a batch divisible by its batch-axis devices; with
+  no mesh (a plain jit, one device) it is the same loss as "global".
+  """
+  if impl not in IMPLS:
+    raise ClowlabError(f"clowlab: unknown contrastive loss impl {impl!r}; valid: "
+                       f"{', '.join(IMPLS)}.")
+  if impl == "chunked":
+    return info_nce_chunked(q_BD, k_BD, chunk_size=int(chunk_size) or 1024, **kw)
+  if impl == "sharded":
+    m = jax.sharding.get_abstract_mesh()
+    axes = tuple(a for a in batch_axes if not m.empty and a in m.shape)
+    n_dev = 1
+    for a in axes:
+      n_dev *= m.shape[a]
+    if axes and n_dev > 1 and q_BD.shape[0] % n_dev == 0:
+      return info_nce_sharded(q_BD, k_BD, axis_names=axes, **kw)
+  return info_nce(q_BD, k_BD, **kw)

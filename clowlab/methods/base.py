@@ -44,3 +44,9 @@ class Method:
   evaluate: Callable[..., dict[str, float]] | None = None
   # Encoder forward passes per example per step (e.g. 2 for two-view contrastive): for MFU.
   passes_per_example: int = 1
+  # (params, batch {input_ids, attention_mask, token_type_ids}, encoder config, run config)
+  #   -> float32 sentence vectors [B, D], evaluation mode: how the method embeds text.
+  embed: Callable[..., jax.Array] | None = None
+  # (params, run config) -> (JSON-able pooler config, head params) saved beside an HF export
+  # so `clowlab.embed.load(dir)` embeds as the method does; None: nothing beyond the encoder.
+  export_pooler: Callable[[Params, Any], tuple[dict, Params]] | None = None

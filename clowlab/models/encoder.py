@@ -60,6 +60,10 @@ class EncoderConfig:
   # Execution options (not part of the architecture).
   compute_dtype: str = "float32"  # "bfloat16": matmuls in bf16, params, LayerNorm, softmax in f32.
   remat: bool = False  # rematerialise each layer in the backward pass (saves activation memory).
+  # True: one lax.scan over the stacked layers (compile time independent of depth; the TPU-pod
+  # default). False: the same loop unrolled, which lets XLA skip the stacked per-layer residual
+  # buffers and their copies: ~10-15 % faster train steps on CPU (docs/results.md).
+  scan_layers: bool = True
 
   def __post_init__(self):
     if self.hidden_size % self.num_heads:
@@ -276,7 +280,8 @@ def encode(params: Params, input_ids_BL, attention_mask_BL=None, token_type_ids_
   if cfg.remat:
     step = jax.checkpoint(step, prevent_cse=False)
   layer_keys = jax.random.split(r_layers, cfg.num_layers)
-  last_BLD, ys_NBLD = jax.lax.scan(step, x_BLD, (params["layers"], layer_keys))
+  last_BLD, ys_NBLD = jax.lax.scan(step, x_BLD, (params["layers"], layer_keys),
+                                   unroll=1 if cfg.scan_layers else True)
   hidden_NBLD = jnp.concatenate([x_BLD[None], ys_NBLD], axis=0)
   return EncoderOutput(hidden_NBLD, last_BLD, last_BLD[:, 0])
 
