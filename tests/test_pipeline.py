@@ -138,6 +138,22 @@ def test_pair_batch_format(pair_ds):
   np.testing.assert_allclose(batch["label"], [pair_ds[int(i)]["label"] for i in batch["index"]])
 
 
+def test_triples_batch_format(tok, cache, tmp_path):
+  f = tmp_path / "nli.csv"
+  f.write_text("sent0,sent1,hard_neg\n" + "".join(
+      f"A man plays a guitar number {i}.,Someone plays music.,Nobody is playing {i}.\n"
+      for i in range(10)))
+  ds = pipeline.tokenize(sources.load_triples(str(f), cache_dir=cache), tok, seq_len=SEQ,
+                         cache_dir=cache)
+  batch = next(_loader(ds, buckets=(16, 32)))
+  assert set(batch) == {"a", "b", "c", "index"}
+  shapes = {batch[v]["input_ids"].shape for v in "abc"}
+  assert len(shapes) == 1 and shapes.pop()[0] == 8  # the three views share one padded length
+  r, i = 0, int(batch["index"][0])
+  want = tok.encode([f"Nobody is playing {i}."], max_len=SEQ)["input_ids"][0]
+  assert list(batch["c"]["input_ids"][r, :len(want)]) == want
+
+
 @pytest.mark.parametrize("buckets", [None, (16, 32)])
 def test_host_shards_concatenate_to_global_batch(tok, pair_ds, buckets):
   masker = MlmMasker.from_tokenizer(tok)
