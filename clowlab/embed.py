@@ -133,6 +133,8 @@ def load(model: str | os.PathLike, pooling: str | None = None, *, seq_len: int =
         params.update(unflatten(load_file(str(path / POOLER_WEIGHTS))))
     what = f"{path} (HF {ecfg.model_type})"
   tokenizers.check_vocab_matches(tokenizer, ecfg.vocab_size, str(path))
+  # Inference: unrolled layers let XLA drop the per-layer outputs a pooler does not read.
+  ecfg = ecfg.replace(scan_layers=False)
   params = jax.device_put(params)
   method = methods.get(run_cfg["method"]) if run_cfg.get("method") else None
   if pooling is None and method is not None and method.embed is not None:
