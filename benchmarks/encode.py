@@ -76,6 +76,7 @@ def main() -> None:
   p.add_argument("--model", default=None)
   p.add_argument("--repeats", type=int, default=2)
   p.add_argument("--threads", type=int, default=os.cpu_count())
+  p.add_argument("--pad-to", type=int, default=16, help="clowlab pads each batch to a multiple")
   args = p.parse_args()
   model = args.model or minilm_dir()
   texts, what = sentences(args.n)
@@ -83,7 +84,8 @@ def main() -> None:
         f"{os.cpu_count()} CPUs", flush=True)
 
   from clowlab import embed  # noqa: PLC0415
-  emb = embed.load(model, "mean", seq_len=args.seq_len, batch_size=args.batch)
+  emb = embed.load(model, "mean", seq_len=args.seq_len, batch_size=args.batch,
+                   pad_to=args.pad_to)
   n_tokens = sum(len(r) for r in emb.tokenizer.encode(texts, max_len=emb.seq_len)["input_ids"])
   n_batches = -(-len(texts) // args.batch)
   jx_first, jx, a = timed(lambda: emb(texts), args.repeats)

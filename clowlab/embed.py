@@ -106,7 +106,7 @@ def method_fn(method, params, ecfg: enc.EncoderConfig, cfg) -> Callable[[dict], 
 
 
 def load(model: str | os.PathLike, pooling: str | None = None, *, seq_len: int = 128,
-         batch_size: int = 64) -> Embedder:
+         batch_size: int = 64, pad_to: int = 16) -> Embedder:
   """An Embedder for a clowlab workdir or an HF model directory (see the module doc)."""
   from clowlab import checkpoint, methods  # noqa: PLC0415
   from clowlab.convert import hf  # noqa: PLC0415
@@ -146,7 +146,8 @@ def load(model: str | os.PathLike, pooling: str | None = None, *, seq_len: int =
     fn = pooled_fn(params["encoder"], ecfg, pooling)
     what += f", {pooling} pooling"
   seq_len = min(seq_len, ecfg.max_position_embeddings - ecfg.position_offset)
-  return Embedder(tokenizer, fn, seq_len=seq_len, batch_size=batch_size, description=what)
+  return Embedder(tokenizer, fn, seq_len=seq_len, batch_size=batch_size, pad_to=pad_to,
+                  description=what)
 
 
 def flatten(tree, prefix: str = "") -> dict[str, np.ndarray]:
