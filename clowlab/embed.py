@@ -109,15 +109,14 @@ def load(model: str | os.PathLike, pooling: str | None = None, *, seq_len: int =
          batch_size: int = 64, pad_to: int = 16) -> Embedder:
   """An Embedder for a clowlab workdir or an HF model directory (see the module doc)."""
   from clowlab import checkpoint, methods  # noqa: PLC0415
-  from clowlab.convert import hf  # noqa: PLC0415
+  from clowlab.convert import hf, workdir  # noqa: PLC0415
   from clowlab.data import tokenizers  # noqa: PLC0415
   path = pathlib.Path(model)
   if not path.exists():
     raise ClowlabError(f"clowlab: model {path} does not exist; pass an HF model directory or a "
                        "clowlab workdir.")
   if checkpoint.checkpoint_dir(path).is_dir():
-    params, meta, step = checkpoint.restore(path)
-    ecfg = enc.EncoderConfig.from_dict(meta["encoder_config"])
+    params, ecfg, meta, step = workdir.load_workdir(path)
     tokenizer = tokenizers.load_tokenizer(str(path / (meta.get("tokenizer") or "tokenizer")))
     run_cfg = meta.get("config") or {}
     what = f"{path} (clowlab checkpoint, step {step})"

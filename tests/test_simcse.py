@@ -104,7 +104,6 @@ def test_sharded_train_step_equals_single_device(name):
   cfg.optim.warmup_steps = 1
   params = _params(method, cfg)
   batch = _batch(B=16)
-  import optax  # noqa: PLC0415
   from clowlab import optim  # noqa: PLC0415
   tx, lr_fn = optim.make_optimizer(cfg.optim, 10, params)
 
@@ -123,7 +122,6 @@ def test_sharded_train_step_equals_single_device(name):
                           axis_types=(jax.sharding.AxisType.Auto,) * 2))
   eight = run(jax.make_mesh((2, 4), ("data", "fsdp"),
                             axis_types=(jax.sharding.AxisType.Auto,) * 2))
-  del optax
   chex.assert_trees_all_close(eight, one, rtol=1e-5, atol=1e-6)
 
 
