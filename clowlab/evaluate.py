@@ -37,7 +37,8 @@ def evaluate_workdir(cfg, workdir: str, step: int | None = None) -> dict[str, fl
   tokenizer = tokenizers.load_tokenizer(os.path.join(workdir, meta.get("tokenizer") or "tokenizer"))
   ctx = methods.DataContext(tokenizer=tokenizer, process_index=jax.process_index(),
                             process_count=jax.process_count(),
-                            cache_dir=cfg.get("cache_dir", "") or os.path.join(workdir, "cache"))
+                            cache_dir=cfg.get("cache_dir", "") or os.path.join(workdir, "cache"),
+                            params=params, encoder_config=ecfg, mesh=mesh)
   results = run_evaluator(method, params, ecfg, cfg, ctx, mesh)
   metrics_lib.Writer(workdir).write(r["step"], results, split="eval")
   if jax.process_index() == 0:

@@ -42,20 +42,28 @@ RESUMABLE_CHANGES = ("total_steps", "checkpoint_every", "eval_every", "log_every
 # The step
 
 
+def trainable(method: methods.Method, params: dict) -> dict:
+  """The params the optimiser updates: all but the method's frozen entries."""
+  return {k: v for k, v in params.items() if k not in method.frozen}
+
+
 def make_train_step(method: methods.Method, ecfg: enc.EncoderConfig, cfg, tx, lr_fn):
   accum = int(cfg.get("grad_accum_steps", 1))
 
-  def loss_fn(params, method_state, batch, rng):
+  def loss_fn(train_params, frozen, method_state, batch, rng):
+    params = {**frozen, **train_params}
     loss, metrics, new_state = method.loss(params, method_state, batch, rng, ecfg, cfg)
     return loss, (metrics, new_state)
 
+  # Gradients only for the trained entries: a frozen encoder costs no backward pass.
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def train_step(state, batch):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-    params, mstate = state["params"], state["method_state"]
+    params, mstate = trainable(method, state["params"]), state["method_state"]
+    frozen = {k: v for k, v in state["params"].items() if k in method.frozen}
     if accum == 1:
-      (loss, (metrics, new_mstate)), grads = grad_fn(params, mstate, batch, rng)
+      (loss, (metrics, new_mstate)), grads = grad_fn(params, frozen, mstate, batch, rng)
     else:
       # Micro-batch i takes rows i, i+accum, ...: each micro-batch stays spread over all devices.
       micro = jax.tree_util.tree_map(
@@ -65,7 +73,7 @@ def make_train_step(method: methods.Method, ecfg: enc.EncoderConfig, cfg, tx, lr
       def body(carry, xs):
         g_acc, ms = carry
         mb, i = xs
-        (l, (m, ms)), g = grad_fn(params, ms, mb, jax.random.fold_in(rng, i))
+        (l, (m, ms)), g = grad_fn(params, frozen, ms, mb, jax.random.fold_in(rng, i))
         return (jax.tree_util.tree_map(jnp.add, g_acc, g), ms), (l, m)
 
       zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
@@ -77,13 +85,13 @@ def make_train_step(method: methods.Method, ecfg: enc.EncoderConfig, cfg, tx, lr
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, new_opt = tx.update(grads, state["opt_state"], params)
-    new_params = optax.apply_updates(params, updates)
+    new_params = {**frozen, **optax.apply_updates(params, updates)}
     # NaN/Inf guard: a bad step leaves params, optimiser and method state untouched (so the
     # schedule, which counts applied updates, does not advance either).
     keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = {
         "step": state["step"] + 1,
-        "params": keep(new_params, params),
+        "params": keep(new_params, state["params"]),
         "opt_state": keep(new_opt, state["opt_state"]),
         "method_state": keep(new_mstate, mstate),
         "rng": state["rng"],
@@ -202,7 +210,8 @@ def init_state(method, ecfg, cfg, tx, mesh, imported=None):
         params[name] = jax.device_put(sub, p_shard[name])
 
   def rest(params):
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "opt_state": tx.init(trainable(method, params)),
             "method_state": method.init_state(params, ecfg, cfg),
             "rng": jax.random.key_data(k_run), "skipped": jnp.zeros((), jnp.int32)}
 
@@ -278,25 +287,33 @@ def train(cfg, workdir: str) -> dict[str, Any]:
     imported, source = None, f"resumed from {workdir}"
   else:
     ecfg, imported, source = resolve_model(cfg, tokenizer)
-  tx, lr_fn = optim.make_optimizer(cfg.optim, cfg.total_steps,
-                                   jax.eval_shape(lambda: {"encoder": enc.param_shapes(ecfg),
-                                                           **method.init_heads(
-                                                               jax.random.key(0), ecfg, cfg)}))
+  tx, lr_fn = optim.make_optimizer(
+      cfg.optim, cfg.total_steps,
+      trainable(method, jax.eval_shape(lambda: {"encoder": enc.param_shapes(ecfg),
+                                                **method.init_heads(jax.random.key(0), ecfg,
+                                                                    cfg)})))
   state, s_shard = init_state(method, ecfg, cfg, tx, mesh, imported)
   cache_dir = cfg.get("cache_dir", "") or os.path.join(workdir, "cache")
-  data = method.make_data(cfg, methods.DataContext(
-      tokenizer=tokenizer, process_index=jax.process_index(),
-      process_count=jax.process_count(), cache_dir=cache_dir))
   if resume_step is not None:
     targets = jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, s_shard)
     r = mngr.restore(params_target=targets["params"],
                      train_state_target={k: v for k, v in targets.items() if k != "params"})
     state = {**r["train_state"], "params": r["params"]}
-    if "data" in r:
-      data.set_state(r["data"])
     resume_step = r["step"]
     logging.info("clowlab: resumed %s at step %d", workdir, resume_step)
+  # The data comes after the model: a method may build it from the (restored) params, e.g.
+  # BERT-flow's cache of frozen-encoder features.
+  ctx = methods.DataContext(tokenizer=tokenizer, process_index=jax.process_index(),
+                            process_count=jax.process_count(), cache_dir=cache_dir,
+                            params=state["params"], encoder_config=ecfg, mesh=mesh)
+  data = method.make_data(cfg, ctx)
+  if resume_step is not None:
+    if "data" in r:
+      data.set_state(r["data"])
+  elif method.data_init is not None:
+    params = method.data_init(state["params"], data, ecfg, cfg, mesh)
+    state = {**state, "params": jax.device_put(params, s_shard["params"])}
 
   meta = {"encoder_config": ecfg.to_dict(), "tokenizer": TOKENIZER_SUBDIR, "config": run_cfg,
           "source": source}
@@ -315,8 +332,6 @@ def train(cfg, workdir: str) -> dict[str, Any]:
           f"mesh {dict(mesh.shape)} | step {start} -> {cfg.total_steps} | workdir {workdir}",
           flush=True)
 
-  ctx = methods.DataContext(tokenizer=tokenizer, process_index=jax.process_index(),
-                            process_count=jax.process_count(), cache_dir=cache_dir)
   eval_results: dict[str, float] = {}
 
   def run_eval(step):

@@ -26,6 +26,11 @@ class DataContext:
   process_index: int
   process_count: int
   cache_dir: str
+  # The run's params (after init_from / resume), encoder config and mesh: for data built from
+  # the model, e.g. features of a frozen encoder. None where a caller has no model.
+  params: Any = None
+  encoder_config: EncoderConfig | None = None
+  mesh: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,3 +55,10 @@ class Method:
   # (params, run config) -> (JSON-able pooler config, head params) saved beside an HF export
   # so `clowlab.embed.load(dir)` embeds as the method does; None: nothing beyond the encoder.
   export_pooler: Callable[[Params, Any], tuple[dict, Params]] | None = None
+  # Top-level params entries that are never trained (no gradients, no optimiser state), e.g.
+  # BERT-flow's frozen encoder and the flow's fixed permutations.
+  frozen: tuple[str, ...] = ()
+  # (params, data iterator, encoder config, run config, mesh) -> params: a data-dependent
+  # initialisation run once on a fresh start (never on resume), e.g. Glow's ActNorm from the
+  # first batch. It must leave the iterator's state as it found it.
+  data_init: Callable[..., Params] | None = None
