@@ -321,7 +321,9 @@ def train(cfg, workdir: str) -> dict[str, Any]:
                     in_shardings=(s_shard, None), out_shardings=(s_shard, None),
                     donate_argnums=0)
   writer = metrics_lib.Writer(workdir)
-  tokens_per_step = cfg.batch_size * cfg.seq_len * method.passes_per_example
+  passes = method.passes_per_example
+  passes = passes(cfg) if callable(passes) else passes
+  tokens_per_step = cfg.batch_size * cfg.seq_len * passes
   flops_per_step = metrics_lib.encoder_flops_per_token(ecfg, cfg.seq_len) * tokens_per_step
   n_dev = jax.device_count()
   peak = metrics_lib.peak_flops_per_device() * (1 if jax.default_backend() != "cpu" else
@@ -371,12 +373,13 @@ def train(cfg, workdir: str) -> dict[str, Any]:
       now = time.perf_counter()
       dt = (now - t_last) / max(step - step_last, 1)
       t_last, step_last = now, step
-      m.update(tokens_per_s=tokens_per_step / dt, ms_per_step=1e3 * dt,
-               mfu=flops_per_step / dt / (peak * n_dev))
+      m.update(examples_per_s=cfg.batch_size / dt, ms_per_step=1e3 * dt)
+      if tokens_per_step:
+        m.update(tokens_per_s=tokens_per_step / dt, mfu=flops_per_step / dt / (peak * n_dev))
       writer.write(step, m)
       if bar is not None:
         bar.set_postfix(loss=f"{m['loss']:.4f}", lr=f"{m['lr']:.2e}",
-                        tok_s=f"{m['tokens_per_s']:.0f}")
+                        ex_s=f"{m['examples_per_s']:.0f}")
     last = m
 
   with _Preemption() as preempt:

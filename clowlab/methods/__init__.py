@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from clowlab.errors import ClowlabError
-from clowlab.methods import layer_attention, mlm, simcse
+from clowlab.methods import bert_flow, layer_attention, mlm, simcse
 from clowlab.methods.base import DataContext, Method
 
 METHODS: dict[str, Method] = {m.name: m for m in (mlm.METHOD, simcse.METHOD,
-                                                  layer_attention.METHOD)}
+                                                  layer_attention.METHOD, bert_flow.METHOD)}
 
 
 def get(name: str) -> Method:

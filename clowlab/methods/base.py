@@ -47,8 +47,9 @@ class Method:
   init_state: Callable[[Params, EncoderConfig, Any], Any] = lambda params, ecfg, cfg: {}
   # (params, encoder config, run config, DataContext, mesh) -> {metric: float} on held-out data.
   evaluate: Callable[..., dict[str, float]] | None = None
-  # Encoder forward passes per example per step (e.g. 2 for two-view contrastive): for MFU.
-  passes_per_example: int = 1
+  # Encoder forward passes per example per step (e.g. 2 for two-view contrastive), or a function
+  # of the run config: for tokens/s and MFU. 0: the step runs no encoder (cached features).
+  passes_per_example: int | Callable[[Any], int] = 1
   # (params, batch {input_ids, attention_mask, token_type_ids}, encoder config, run config)
   #   -> float32 sentence vectors [B, D], evaluation mode: how the method embeds text.
   embed: Callable[..., jax.Array] | None = None

@@ -214,13 +214,18 @@ def _coupling(p, x_BD, fcfg: FlowConfig, init: bool, reverse: bool = False):
 # The flow
 
 
+def _const(const, level: int, step: int) -> dict:
+  # Steps without fixed buffers have empty dicts, which serialisers may drop: default to {}.
+  return (const or {}).get(f"level_{level}", {}).get(f"step_{step}", {})
+
+
 def _forward(params, const, x_BD, fcfg: FlowConfig, init: bool):
   x = x_BD.astype(jnp.float32)
   logdet = jnp.zeros(x.shape[:1], jnp.float32)
   factored, new = [], {}
   for l in range(fcfg.levels):
     for s in range(fcfg.depth):
-      p, c = params[f"level_{l}"][f"step_{s}"], const[f"level_{l}"][f"step_{s}"]
+      p, c = params[f"level_{l}"][f"step_{s}"], _const(const, l, s)
       x, ld0, an = _actnorm(p["actnorm"], x, fcfg, init)
       x, ld1 = _permute(p, c, x, fcfg)
       x, ld2, cp = _coupling(p["coupling"], x, fcfg, init)
@@ -259,7 +264,7 @@ def inverse(params, const, z_BD, fcfg: FlowConfig):
     if l < fcfg.levels - 1:
       x = jnp.concatenate([x, parts[l]], -1)
     for s in reversed(range(fcfg.depth)):
-      p, c = params[f"level_{l}"][f"step_{s}"], const[f"level_{l}"][f"step_{s}"]
+      p, c = params[f"level_{l}"][f"step_{s}"], _const(const, l, s)
       x, _, _ = _coupling(p["coupling"], x, fcfg, False, reverse=True)
       x = _permute_inverse(p, c, x, fcfg)
       x = _actnorm_inverse(p["actnorm"], x, fcfg)
