@@ -6,6 +6,7 @@
   'runlocal' a small fresh encoder on the embedded demo data: a minute or two on a 2-core CPU;
              shows the machinery (bits/dim falling, ActNorm init, export), not embedding quality.
   'stsb'     '' on a CPU: unrolled layers, features cached (set --config.init_from).
+  'stsb_zh'  'stsb' on the Chinese (machine-translated) STS-B sentences, for a Chinese encoder.
   'en_small' 'stsb' on the en_small MLM encoder (configs/mlm.py:en_small in runs/mlm_en_small).
 """
 import os
@@ -49,11 +50,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "hidden_size": 128, "num_layers": 2, "num_heads": 2, "intermediate_size": 512,
         "max_position_embeddings": 64, "compute_dtype": "float32", "remat": False,
         "scan_layers": False})
-  elif variant in ("stsb", "en_small"):
+  elif variant in ("stsb", "stsb_zh", "en_small"):
     c.model = ml_collections.ConfigDict({"scan_layers": False})
+    if variant == "stsb_zh":
+      c.eval.sts = [stsb("train", "zh"), stsb("dev", "zh"), stsb("test", "zh")]
     if variant == "en_small":
       c.init_from = os.path.join(os.path.dirname(__file__), "..", "runs", "mlm_en_small")
   elif variant:
     raise ValueError(f"configs/bert_flow.py: unknown variant {variant!r}; valid: '', runlocal, "
-                     "stsb, en_small.")
+                     "stsb, stsb_zh, en_small.")
   return c

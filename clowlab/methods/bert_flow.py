@@ -223,6 +223,10 @@ def make_data(cfg, ctx: DataContext):
   if ctx.params is None or ctx.encoder_config is None:
     raise ClowlabError("clowlab: BERT-flow's data needs the encoder (DataContext.params).")
   texts = training_sentences(cfg, ctx)
+  if ctx.process_index == 0:
+    print(f"clowlab: bert_flow: {len(texts)} training sentences, "
+          f"{len(texts) / cfg.batch_size:.1f} steps per epoch at batch_size={cfg.batch_size}",
+          flush=True)
   # Each host embeds its own slice of the sentences.
   mine = texts[ctx.process_index::ctx.process_count]
   x = encode_features(ctx.params["encoder"], ctx.encoder_config, ctx.tokenizer, mine,
@@ -297,7 +301,8 @@ def evaluate(params, ecfg: enc.EncoderConfig, cfg, ctx: DataContext, mesh):
     return {}
   texts = list(dict.fromkeys(t for ds in sets.values() for t in
                              list(ds["text_a"]) + list(ds["text_b"])))
-  x = encode_features(params["encoder"], ecfg, ctx.tokenizer, texts, c.pooler, cfg.seq_len)
+  x = encode_features(params["encoder"], ecfg, ctx.tokenizer, texts, c.pooler, cfg.seq_len,
+                      ctx.cache_dir)
   row = {t: i for i, t in enumerate(texts)}
   fcfg = flow_config(ecfg, cfg)
   host = jax.device_get({k: params[k] for k in ("flow", "flow_const", "whitening")

@@ -33,6 +33,7 @@ from clowlab.errors import ClowlabError
 
 COUPLINGS = ("additive", "affine")
 PERMUTATIONS = ("reverse", "shuffle", "conv1x1", "lu")
+STD_FLOOR = 1e-3  # ActNorm init: a std below this x the mean std marks a degenerate dimension
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +143,11 @@ def _actnorm(p, x_BD, fcfg: FlowConfig, init: bool):
   if init:
     mean_D = x_BD.mean(0)
     std_D = jnp.sqrt(((x_BD - mean_D) ** 2).mean(0))
+    # A (near-)constant dimension (all-MiniLM-L6-v2's last layer has three, ~1e-32) would get a
+    # 1e6 scale from every ActNorm, compounding over the steps until the gradients overflow
+    # float32: such dimensions are scaled like a typical one instead (no amplification).
+    typical = std_D.mean()
+    std_D = jnp.where(std_D < STD_FLOOR * typical, typical, std_D)
     p = {"bias": -mean_D, "logs": jnp.log(1.0 / (std_D + 1e-6)) / lsf}
   logs_D = p["logs"] * lsf
   y = (x_BD + p["bias"]) * jnp.exp(logs_D)
