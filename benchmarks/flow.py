@@ -123,8 +123,9 @@ def main():
           f"{args.batch * args.seq * 1e3 / ms:11.0f} tokens/s  "
           f"(bits/dim {float(metrics['loss']):.3f})", flush=True)
   print(f"cached / recompute speed: {rows['recompute'] / rows['cached']:.1f}x; building the cache "
-        f"(one forward over {len(texts)} sentences) took {cache_s:.1f} s = "
-        f"{1e3 * cache_s / (rows['recompute'] - rows['cached']):.0f} recompute-mode steps saved")
+        f"(one forward over {len(texts)} sentences) took {cache_s:.1f} s, the time of "
+        f"{1e3 * cache_s / (rows['recompute'] - rows['cached']):.0f} recompute-mode steps: it pays "
+        "for itself after that many")
 
 
 if __name__ == "__main__":

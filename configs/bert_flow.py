@@ -56,6 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.eval.sts = [stsb("train", "zh"), stsb("dev", "zh"), stsb("test", "zh")]
     if variant == "en_small":
       c.init_from = os.path.join(os.path.dirname(__file__), "..", "runs", "mlm_en_small")
+      c.flow.whitening_dims = [0, 128]  # its hidden size is 256
   elif variant:
     raise ValueError(f"configs/bert_flow.py: unknown variant {variant!r}; valid: '', runlocal, "
                      "stsb, stsb_zh, en_small.")

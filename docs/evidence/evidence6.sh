@@ -19,6 +19,7 @@ run() {  # name variant pooler [extra flags]
 run en_small_fla en_small first_last_avg
 run en_small_mean en_small mean
 run en_small_cls en_small cls_before_pooler
+run en_small_fla_3ep en_small first_last_avg --config.total_steps=725  # 3 epochs
 run minilm_fla stsb first_last_avg --config.init_from=$MINILM
 run minilm_mean stsb mean --config.init_from=$MINILM
 run m3e_fla stsb_zh first_last_avg --config.init_from=$M3E
