@@ -33,9 +33,9 @@ from clowlab.models import encoder as enc
 
 TOKENIZER_SUBDIR = "tokenizer"
 # Keys that may change between a run and its resume; any other difference is refused.
-RESUMABLE_CHANGES = ("total_steps", "checkpoint_every", "eval_every", "log_every", "mesh",
-                     "keep_checkpoints", "mode", "distributed", "progress_bar", "async_checkpoint",
-                     "max_bad_steps", "cache_dir")
+RESUMABLE_CHANGES = ("total_steps", "max_train_seconds", "checkpoint_every", "eval_every",
+                     "log_every", "mesh", "keep_checkpoints", "mode", "distributed",
+                     "progress_bar", "async_checkpoint", "max_bad_steps", "cache_dir")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,6 +260,14 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._old)
 
 
+def _agree(flag: bool) -> bool:
+  """Process 0's value of a host-local flag, on every process."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+  return bool(multihost_utils.broadcast_one_to_all(np.array(flag)))
+
+
 def train(cfg, workdir: str) -> dict[str, Any]:
   """Trains `cfg.method` for cfg.total_steps steps in workdir; returns the last metrics."""
   sharding.maybe_initialize_distributed(cfg)
@@ -382,6 +390,8 @@ def train(cfg, workdir: str) -> dict[str, Any]:
                         ex_s=f"{m['examples_per_s']:.0f}")
     last = m
 
+  budget_s = float(cfg.get("max_train_seconds", 0) or 0)
+  t_start = time.perf_counter()
   with _Preemption() as preempt:
     for step in range(start + 1, cfg.total_steps + 1):
       batch = sharding.global_batch(next(data), mesh)
@@ -398,13 +408,20 @@ def train(cfg, workdir: str) -> dict[str, Any]:
       if eval_now:
         run_eval(step)
       stop = preempt.agreed()
-      if step % cfg.checkpoint_every == 0 or step == cfg.total_steps or stop:
+      # A wall-clock budget (e.g. to compare methods under the same time) ends the run like a
+      # preemption: saved, resumable. Process 0's clock decides for all.
+      out_of_time = budget_s > 0 and _agree(time.perf_counter() - t_start > budget_s)
+      if step % cfg.checkpoint_every == 0 or step == cfg.total_steps or stop or out_of_time:
         drain(pending)
         pending = None
         save(step, state, {**last, **eval_results})
-      if stop:
+      if stop or out_of_time:
         if jax.process_index() == 0:
-          print(f"clowlab: SIGTERM: saved step {step}, exiting.", flush=True)
+          why = "SIGTERM" if stop else f"max_train_seconds={budget_s:g} reached"
+          print(f"clowlab: {why}: saved step {step}, exiting.", flush=True)
+        if out_of_time and method.evaluate is not None and cfg.get("mode", "train") == \
+            "train_and_eval" and step != cfg.total_steps:
+          run_eval(step)
         break
     if pending is not None:
       drain(pending)

@@ -7,6 +7,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.method = ""
   c.mode = "train"                # train | eval | train_and_eval
   c.total_steps = 1000
+  c.max_train_seconds = 0.0       # > 0: stop (saved, resumable) after this much training time
   c.batch_size = 32               # global, over all hosts and devices
   c.seq_len = 128
   c.seed = 0

@@ -76,6 +76,15 @@ def test_sharded_equals_single_device_and_restores_on_other_mesh(tmp_path, share
   chex.assert_trees_all_equal(jax.tree_util.tree_map(np.asarray, params), _params(eight))
 
 
+def test_wall_clock_budget_stops_with_a_resumable_checkpoint(tmp_path, shared_tokenizer, capsys):
+  w = _workdir(tmp_path, "budget", shared_tokenizer)
+  train.train(tiny_cfg(total_steps=50, checkpoint_every=100, max_train_seconds=1e-6), w)
+  assert checkpoint.latest_step(w) == 1
+  assert "max_train_seconds=1e-06 reached: saved step 1" in capsys.readouterr().out
+  out = train.train(tiny_cfg(total_steps=3, checkpoint_every=100), w)  # budget lifted: resumes
+  assert int(out["state"]["step"]) == 3
+
+
 def test_config_change_is_refused(tmp_path, shared_tokenizer):
   w = _workdir(tmp_path, "c", shared_tokenizer)
   train.train(tiny_cfg(total_steps=1, checkpoint_every=1), w)
