@@ -3,8 +3,9 @@ Variants:
   ''         base size from scratch at TPU-pod scale (12 x 768 main model, 4-layer generator,
              seq 512, the authors' loss weights), or continued from --config.init_from.
   'runlocal' a small model on the embedded demo text: a few minutes on a 2-core CPU.
-  'en_small' the en_small MLM encoder's size and data (configs/mlm.py:en_small), from scratch,
-             for the MLM vs ELECTRA vs COCO-LM comparison under one budget.
+  'en_small' the en_small MLM encoder's size and data (configs/mlm.py:en_small), from scratch.
+  'compare'  configs/mlm.py:compare (4 x 128, 40-minute wall-clock budget), 1-layer generator:
+             the MLM vs ELECTRA vs COCO-LM comparison.
 """
 import ml_collections
 

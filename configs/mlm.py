@@ -3,6 +3,8 @@
   'runlocal' a small encoder on the embedded demo text: minutes on a 2-core CPU.
   'en_small' the small raw English encoder pretrained on ../shared/data (wikitext-2 + STS-B +
              Multi30k English) that the sentence-embedding methods start from.
+  'compare'  en_small's data at 4 x 128 under a 40-minute wall-clock budget: the MLM baseline of
+             the MLM vs ELECTRA vs COCO-LM comparison (same variant in electra.py, coco_lm.py).
 """
 import os
 
@@ -55,6 +57,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "max_position_embeddings": 128, "compute_dtype": "float32", "remat": False,
         "scan_layers": False})
     c.optim.lr, c.optim.warmup_steps = 5e-4, 1000
+  elif arg == "compare":
+    # MLM vs ELECTRA vs COCO-LM on a 2-core CPU (configs/electra.py, configs/coco_lm.py inherit
+    # it): en_small's data and tokenizer, a smaller model, constant lr after warmup, and a
+    # wall-clock budget instead of a step count (same time for every method).
+    c.total_steps, c.batch_size, c.seq_len = 1_000_000, 32, 64
+    c.max_train_seconds = 2400.0
+    c.checkpoint_every, c.log_every = 500, 20
+    c.tokenizer = "spm:8000"
+    c.data.train = [os.path.join(SHARED, "wikitext2", "valid.txt"),
+                    os.path.join(SHARED, "parallel", "multi30k", "train.en.gz")]
+    c.data.split_sentences = True
+    c.model = ml_collections.ConfigDict({
+        "hidden_size": 128, "num_layers": 4, "num_heads": 2, "intermediate_size": 512,
+        "max_position_embeddings": 64, "compute_dtype": "float32", "remat": False,
+        "scan_layers": False})
+    c.optim.lr, c.optim.warmup_steps, c.optim.schedule = 5e-4, 300, "constant"
   elif arg:
-    raise ValueError(f"configs/mlm.py: unknown variant {arg!r}; valid: '', runlocal, en_small")
+    raise ValueError(f"configs/mlm.py: unknown variant {arg!r}; valid: '', runlocal, en_small, "
+                     "compare")
   return c
