@@ -10,6 +10,10 @@ Two steps, both from the real all-MiniLM-L6-v2 weights (6 x 384, 12 heads, vocab
           positions, then `model.cls` and the same weighted cross-entropy.
   simcse  two views (the batch encoded twice, dropout on, one pass of 2B rows), CLS, InfoNCE
           over the batch (cosine / 0.05). PyTorch: `BertModel` and the same loss.
+  electra, coco_lm (with --step-kinds; clowlab only) the `clowlab.methods.coco_lm` steps at
+          configs/coco_lm.py's settings: a 2-layer generator sharing MiniLM's embeddings, eval-mode
+          sampling, the main model on the corrupted batch (+ its 90 % crops for COCO-LM's SCL),
+          all losses; reported as a multiple of the clowlab MLM step's time.
 Both: AdamW (decay off biases, LayerNorm and position/type embeddings), clip 1.0, warmup
 schedule, f32 master weights. bf16 is clowlab's compute_dtype="bfloat16" and PyTorch's
 `torch.autocast("cpu", torch.bfloat16)`; PyTorch runs eager, fused AdamW, 2 threads.
@@ -41,6 +45,10 @@ import time
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# Steps that read MLM masks; electra and coco_lm have no PyTorch twin here: they are reported as
+# their cost relative to clowlab's own MLM step (same dtype, seq and options).
+MLM_LIKE = ("mlm", "electra", "coco_lm")
+CLOWLAB_ONLY = ("electra", "coco_lm")
 TEMPERATURE, LR, WARMUP = 0.05, 1e-3, 30
 THP_TUNABLE = "glibc.malloc.hugetlb=1"
 # Experiments on clowlab's step, applied at run time in the worker (encoder.py is not edited).
@@ -64,7 +72,7 @@ def make_batch(step: str, B: int, L: int, mlm_predictions: int) -> dict[str, np.
   ids = rng.integers(1000, 30522, (B, L)).astype(np.int32)
   batch = {"input_ids": ids, "attention_mask": np.ones_like(ids),
            "token_type_ids": np.zeros_like(ids)}
-  if step == "mlm":
+  if step in MLM_LIKE:
     w = (rng.random((B, L)) < 0.15).astype(np.float32)
     batch.update(mlm_labels=ids, mlm_weights=w)
   return batch
@@ -201,19 +209,22 @@ def bench_clowlab(step: str, dtype: str, B: int, L: int, steps: int, warmup: int
   from clowlab.methods import mlm  # noqa: PLC0415
   from clowlab.models import encoder as enc  # noqa: PLC0415
   sys.path.insert(0, str(REPO))  # for configs/
+  from configs import coco_lm as coco_config  # noqa: PLC0415
   from configs import mlm as mlm_config  # noqa: PLC0415
 
   patch = patch.split("+")
   if "hash-dropout" in patch:
     enc.dropout = hash_dropout
-  cfg = mlm_config.get_config("runlocal")
+  cfg = (coco_config if step in CLOWLAB_ONLY else mlm_config).get_config("runlocal")
   cfg.batch_size, cfg.seq_len = B, L
   cfg.optim.lr, cfg.optim.warmup_steps = LR, WARMUP
   model = hf.load_hf(minilm_dir())
   ecfg = model.cfg.replace(compute_dtype=dtype, scan_layers=scan_layers)
   if "no-dropout" in patch:
     ecfg = ecfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
-  method = mlm.METHOD if step == "mlm" else simcse_method()
+  from clowlab.methods import coco_lm  # noqa: PLC0415
+  method = {"mlm": mlm.METHOD, "electra": coco_lm.ELECTRA,
+            "coco_lm": coco_lm.METHOD}.get(step) or simcse_method()
   params = {"encoder": model.params, **method.init_heads(jax.random.key(1), ecfg, cfg)}
   params = jax.device_put(params)
   tx, lr_fn = optim.make_optimizer(cfg.optim, 1000, params)
@@ -362,6 +373,15 @@ def report(rows: list[dict]) -> None:
   print("\n/ PyTorch: tokens/s over PyTorch's (its first row) at the same step, dtype and seq "
         "(> 1: faster).\nother load: cores other processes used meanwhile. 'best' ranges over "
         "dtypes, PRNGs and malloc-thp,\nnot over --patches (they change clowlab's code).")
+  same = lambda a, b: all(a.get(k) == b.get(k) for k in (  # noqa: E731
+      "dtype", "seq", "batch", "prng", "patch", "thp", "scan_layers"))
+  for r in rows:
+    base = next((m for m in rows if m["step"] == "mlm" and m["framework"] == "clowlab"
+                 and same(m, r)), None)
+    if r["step"] in CLOWLAB_ONLY and base:
+      print(f"  {r['step']} {r['dtype']} seq {r['seq']} ({label(r)}): {r['ms'] / base['ms']:.2f}x "
+            f"the ms/step of the MLM step (generator + main model; {r['tok_s']:,.0f} vs "
+            f"{base['tok_s']:,.0f} input tokens/s)")
   for step, seq in dict.fromkeys((r["step"], r["seq"]) for r in rows):
     mine = [r for r in rows if (r["step"], r["seq"]) == (step, seq)]
     jx = [r for r in mine if r["framework"] == "clowlab" and not r["patch"]]
@@ -394,7 +414,10 @@ def main() -> None:
                  help="a row whose first step takes over half this times just one more step")
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--seqs", type=int, nargs="+", default=[64, 128])
-  p.add_argument("--step-kinds", nargs="+", default=["mlm", "simcse"], choices=["mlm", "simcse"])
+  p.add_argument("--step-kinds", nargs="+", default=["mlm", "simcse"],
+                 choices=["mlm", "simcse", "electra", "coco_lm"],
+                 help="electra / coco_lm: generator + main model + their losses (clowlab only; "
+                 "reported against the clowlab MLM step)")
   p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
   p.add_argument("--prngs", nargs="+", default=["threefry", "rbg"],
                  help="clowlab PRNG impls (rows besides threefry are extra)")
@@ -437,7 +460,7 @@ def main() -> None:
             for prng, patch in variants:
               specs.append({**base, "framework": "clowlab", "prng": prng, "patch": patch,
                             "thp": thp, "scan_layers": scan})
-        for thp in thps * (not args.no_torch):
+        for thp in thps * (not args.no_torch and step not in CLOWLAB_ONLY):
           specs.append({**base, "framework": "pytorch", "prng": "", "patch": "", "thp": thp})
   print(f"MiniLM 6x384 from {minilm_dir()}; batch {args.batch}; {len(specs)} rows, "
         f"{args.steps} timed steps each; {os.cpu_count()} CPUs ({cpu_features()}); "
