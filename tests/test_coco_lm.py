@@ -149,3 +149,15 @@ def test_short_run_learns_and_exports_the_main_model(tmp_path, config):
   assert m.cfg.num_layers == 2
   chex.assert_trees_all_close(m.params["layers"],
                               jax.device_get(out["state"]["params"]["encoder"]["layers"]))
+
+
+def test_continues_from_an_imported_hf_checkpoint(tmp_path, minilm_dir):
+  cfg = _cfg(total_steps=2, checkpoint_every=2, init_from=str(minilm_dir), tokenizer="",
+             model={"scan_layers": False}, mesh={"data": 1, "fsdp": -1})
+  cfg.optim.lr = 1e-6
+  out = train.train(cfg, str(tmp_path / "cont"))
+  m = hf.load_hf(str(minilm_dir))
+  p = jax.device_get(out["state"]["params"])
+  assert out["ecfg"].num_layers == 6 and coco_lm.generator_config(out["ecfg"], cfg).num_layers == 2
+  chex.assert_trees_all_close(p["encoder"]["layers"], m.params["layers"], atol=1e-4)
+  chex.assert_shape(p["generator"]["layers"]["mlp"]["wi"]["kernel"], (2, 384, 1536))
