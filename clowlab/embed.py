@@ -3,6 +3,7 @@
     emb = clowlab.embed.load("runs/simcse")            # a clowlab workdir (latest checkpoint)
     emb = clowlab.embed.load("exported/", pooling="mean")   # or an HF directory
     x_ND = emb(["a sentence", "another one"])          # numpy float32, one row per text
+    m = clowlab.embed.load_model("runs/simcse")        # params, EncoderConfig, tokenizer only
 
 Pooling: a workdir or an exported directory trained by a sentence-embedding method embeds the
 way that method does at evaluation (its pooler and head, e.g. layer-wise attention + MLP);
@@ -105,10 +106,26 @@ def method_fn(method, params, ecfg: enc.EncoderConfig, cfg) -> Callable[[dict], 
   return lambda batch: fn(params, batch)
 
 
-def load(model: str | os.PathLike, pooling: str | None = None, *, seq_len: int = 128,
-         batch_size: int = 64, pad_to: int = 16) -> Embedder:
-  """An Embedder for a clowlab workdir or an HF model directory (see the module doc)."""
-  from clowlab import checkpoint, methods  # noqa: PLC0415
+@dataclasses.dataclass
+class LoadedModel:
+  """What `load_model` reads from a clowlab workdir or an HF directory.
+
+  params: numpy tree {"encoder": ...} plus any sentence head of the method that trained it.
+  run_cfg: the training config of a workdir, the pooler config of an exported sentence model,
+    else {}.
+  """
+  params: dict
+  ecfg: enc.EncoderConfig
+  tokenizer: Any
+  run_cfg: dict
+  description: str
+  path: pathlib.Path
+
+
+def load_model(model: str | os.PathLike) -> LoadedModel:
+  """Params, EncoderConfig and tokenizer of a clowlab workdir (latest checkpoint) or an HF model
+  directory (with an exported sentence pooler, if any); the tokenizer must match the vocabulary."""
+  from clowlab import checkpoint  # noqa: PLC0415
   from clowlab.convert import hf, workdir  # noqa: PLC0415
   from clowlab.data import tokenizers  # noqa: PLC0415
   path = pathlib.Path(model)
@@ -132,9 +149,18 @@ def load(model: str | os.PathLike, pooling: str | None = None, *, seq_len: int =
         params.update(unflatten(load_file(str(path / POOLER_WEIGHTS))))
     what = f"{path} (HF {ecfg.model_type})"
   tokenizers.check_vocab_matches(tokenizer, ecfg.vocab_size, str(path))
+  return LoadedModel(params, ecfg, tokenizer, run_cfg, what, path)
+
+
+def load(model: str | os.PathLike, pooling: str | None = None, *, seq_len: int = 128,
+         batch_size: int = 64, pad_to: int = 16) -> Embedder:
+  """An Embedder for a clowlab workdir or an HF model directory (see the module doc)."""
+  from clowlab import methods  # noqa: PLC0415
+  m = load_model(model)
+  run_cfg, what = m.run_cfg, m.description
   # Inference: unrolled layers let XLA drop the per-layer outputs a pooler does not read.
-  ecfg = ecfg.replace(scan_layers=False)
-  params = jax.device_put(params)
+  ecfg = m.ecfg.replace(scan_layers=False)
+  params = jax.device_put(m.params)
   method = methods.get(run_cfg["method"]) if run_cfg.get("method") else None
   if pooling is None and method is not None and method.embed is not None:
     import ml_collections  # noqa: PLC0415
@@ -145,7 +171,7 @@ def load(model: str | os.PathLike, pooling: str | None = None, *, seq_len: int =
     fn = pooled_fn(params["encoder"], ecfg, pooling)
     what += f", {pooling} pooling"
   seq_len = min(seq_len, ecfg.max_position_embeddings - ecfg.position_offset)
-  return Embedder(tokenizer, fn, seq_len=seq_len, batch_size=batch_size, pad_to=pad_to,
+  return Embedder(m.tokenizer, fn, seq_len=seq_len, batch_size=batch_size, pad_to=pad_to,
                   description=what)
 
 

@@ -53,9 +53,12 @@ def evaluate_workdir(cfg, workdir: str, step: int | None = None) -> dict[str, fl
 #       --columns=sentence1,sentence2,score [--pooling=mean|cls|...]
 #   python -m clowlab.evaluate --task=retrieval --model=M --source=FILE --target=FILE
 #   python -m clowlab.evaluate --task=search --model=M --queries=F --corpus=F --qrels=F
+#   python -m clowlab.evaluate --task=classification --model=M --train=F --dev=F \
+#       --columns=TEXT_A[,TEXT_B],LABEL [--epochs=3 --learning_rate=2e-5 --batch_size=32 \
+#       --seed=0 --seq_len=128 --max_train_examples=N --regression]   (docs/finetune.md)
 # M is an HF model directory or a clowlab workdir. The last line printed is one JSON object.
 
-TASKS = ("sts", "retrieval", "search")
+TASKS = ("sts", "retrieval", "search", "classification")
 
 
 def _columns(spec: str | None):
@@ -67,9 +70,15 @@ def _columns(spec: str | None):
 
 def run_cli(task: str, model: str, *, pooling: str | None = None, data: str = "",
             columns: str | None = None, source: str = "", target: str = "", queries: str = "",
-            corpus: str = "", qrels: str = "", seq_len: int = 128, batch_size: int = 64,
-            cache_dir: str | None = None) -> dict:
-  """What `python -m clowlab.evaluate` runs; returns the JSON-able results."""
+            corpus: str = "", qrels: str = "", seq_len: int = 128, batch_size: int | None = None,
+            cache_dir: str | None = None, train: str = "", dev: str = "", epochs: int = 3,
+            learning_rate: float = 2e-5, seed: int = 0, max_train_examples: int = 0,
+            regression: bool | None = None) -> dict:
+  """What `python -m clowlab.evaluate` runs; returns the JSON-able results.
+
+  batch_size: sentences per forward pass (default 64), or per train step for classification
+  (default 32).
+  """
   import time  # noqa: PLC0415
 
   from clowlab import embed  # noqa: PLC0415
@@ -77,7 +86,21 @@ def run_cli(task: str, model: str, *, pooling: str | None = None, data: str = ""
   if task not in TASKS:
     raise ClowlabError(f"clowlab: unknown --task={task!r}; valid: {', '.join(TASKS)}.")
   t0 = time.perf_counter()
-  emb = embed.load(model, pooling, seq_len=seq_len, batch_size=batch_size)
+  if task == "classification":
+    from clowlab.evaluators import finetune  # noqa: PLC0415
+    if not train or not dev:
+      raise ClowlabError("clowlab: --task=classification needs --train=FILE and --dev=FILE.")
+    if not columns:
+      raise ClowlabError("clowlab: --task=classification needs --columns=TEXT_A[,TEXT_B],LABEL "
+                         "(header names or 0-based indices), e.g. --columns=sentence,label.")
+    out = {"task": task}
+    out.update(finetune.run(model, train, dev, _columns(columns), epochs=epochs,
+                            learning_rate=learning_rate, batch_size=batch_size or 32, seed=seed,
+                            seq_len=seq_len, max_train_examples=max_train_examples,
+                            regression=regression))
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+  emb = embed.load(model, pooling, seq_len=seq_len, batch_size=batch_size or 64)
   out: dict = {"task": task, "model": emb.description}
   if task == "sts":
     files = [f for f in data.split(",") if f]
@@ -115,12 +138,14 @@ def main(argv):
     res = run_cli(F.task, F.model, pooling=F.pooling, data=F.data, columns=F.columns,
                   source=F.source, target=F.target, queries=F.queries, corpus=F.corpus,
                   qrels=F.qrels, seq_len=F.seq_len, batch_size=F.batch_size,
-                  cache_dir=F.cache_dir)
+                  cache_dir=F.cache_dir, train=F.train, dev=F.dev, epochs=F.epochs,
+                  learning_rate=F.learning_rate, seed=F.seed,
+                  max_train_examples=F.max_train_examples, regression=F.regression)
   except ClowlabError as e:
     print(e, file=sys.stderr)
     sys.exit(2)
   for k, v in res.items():
-    if k not in ("task", "model") and isinstance(v, float):
+    if k not in ("task", "model", "learning_rate") and isinstance(v, float):
       print(f"{k}: {v:.2f}")
   print(json.dumps(res, sort_keys=True))
 
@@ -133,14 +158,27 @@ def _define_flags():
                       "last_two_avg; default: the trained method's, else mean.")
   flags.DEFINE_string("data", "", "sts: comma-separated pair files (CSV/TSV/JSONL).")
   flags.DEFINE_string("columns", None, "sts: first,second,score column names or 0-based indices "
-                      "(indices mean a headerless file); default: guessed from the header.")
+                      "(indices mean a headerless file); default: guessed from the header. "
+                      "classification: TEXT_A[,TEXT_B],LABEL (required).")
   flags.DEFINE_string("source", "", "retrieval: source-language file, one sentence per line.")
   flags.DEFINE_string("target", "", "retrieval: line-aligned target file.")
   flags.DEFINE_string("queries", "", "search: id<TAB>text file of queries.")
   flags.DEFINE_string("corpus", "", "search: id<TAB>text file of documents.")
   flags.DEFINE_string("qrels", "", "search: query_id<TAB>corpus_id[<TAB>score] file.")
   flags.DEFINE_integer("seq_len", 128, "Maximum tokens per sentence.")
-  flags.DEFINE_integer("batch_size", 64, "Sentences per forward pass.")
+  flags.DEFINE_integer("batch_size", None, "Sentences per forward pass (default 64); "
+                       "classification: examples per train step (default 32).")
+  flags.DEFINE_string("train", "", "classification: labelled train file (CSV/TSV/JSONL).")
+  flags.DEFINE_string("dev", "", "classification: labelled dev file, scored after each epoch.")
+  flags.DEFINE_integer("epochs", 3, "classification: passes over the train file.")
+  flags.DEFINE_float("learning_rate", 2e-5, "classification: peak AdamW learning rate (10% "
+                     "warmup, then linear decay to 0).")
+  flags.DEFINE_integer("seed", 0, "classification: seed of the head, dropout, shuffling and "
+                       "--max_train_examples subset.")
+  flags.DEFINE_integer("max_train_examples", 0, "classification: train on a seeded subset of "
+                       "this many examples (0 = all).")
+  flags.DEFINE_bool("regression", None, "classification: a regression (MSE) task; default: "
+                    "when every train label is a number and one is not an integer.")
   flags.DEFINE_string("cache_dir", None, "Where parsed data files are cached (default: "
                       "~/.cache/clowlab).")
 

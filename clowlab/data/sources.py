@@ -4,6 +4,7 @@
     load_pairs(path, columns=...)          -> columns: text_a, text_b[, label]
     load_parallel(src_path, tgt_path)      -> columns: src, tgt
     load_parallel(path, columns=(..., ...))
+    read_columns(path, columns=(...))      -> (rows of raw strings, line numbers); no cache
 
 Files are parsed here (UTF-8, `.gz` transparently) and written once as an Arrow file under
 `cache_dir` by `Dataset.from_generator`; later calls with the same files (same path, size and
@@ -170,6 +171,31 @@ def load_parallel(src_path: Paths, tgt_path: Paths | None = None, *,
   header = _default_header(header, header_columns, names, fmt)
   return _build_table(files, fmt, header, names, columns, ["src", "tgt"], features, cache_dir,
                       label_map=None, label_dtype=None)
+
+
+def read_columns(path: str | os.PathLike, columns: Sequence[Column], *, format: str | None = None,
+                 header: bool | None = None, names: Sequence[str] | None = None
+                 ) -> tuple[list[tuple[str, ...]], list[int]]:
+  """The chosen fields of every data row of one file as strings (None -> ""), and the row's
+  line number; parsed as `load_pairs` parses (same formats, header rules and errors) but held in
+  memory with no Arrow cache: for small labelled sets whose labels may be text (GLUE's RTE).
+  """
+  files = _check_files(path)
+  fmt = _file_format(files, format)
+  header = _default_header(header, columns, names, fmt)
+  if not columns:
+    raise ClowlabError(f"read_columns: no columns given for {files[0]}. Pass columns=(...) as "
+                       "header names or 0-based indices.")
+  keys = _column_keys(files[0], fmt, header, names, list(columns))
+  rows, lines = [], []
+  for line_no, record in _read_records(files[0], fmt, header):
+    values = (_field(record, k, files[0], line_no) for k in keys)
+    rows.append(tuple("" if v is None else str(v) for v in values))
+    lines.append(line_no)
+  if not rows:
+    raise ClowlabError(f"{files[0]} contains no data rows. "
+                       "Check the path, and `header=` if the only row is being read as a header.")
+  return rows, lines
 
 
 def _build_table(files, fmt, header, names, columns, out_names, features, cache_dir,
