@@ -13,6 +13,8 @@ from clowlab.convert import workdir as workdir_lib
 from clowlab.methods import bert_flow
 from configs import bert_flow as bert_flow_config
 
+from tiny import override
+
 
 def _cfg(**kw):
   c = bert_flow_config.get_config("runlocal")
@@ -25,13 +27,7 @@ def _cfg(**kw):
   c.flow.levels, c.flow.depth, c.flow.width = 2, 2, 16
   c.flow.whitening_dims = [0, 16]
   c.mesh = {"data": 2, "fsdp": 4}
-  for k, v in kw.items():
-    node = c
-    *parents, leaf = k.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = v
-  return c
+  return override(c, **kw)
 
 
 def _metrics(workdir):

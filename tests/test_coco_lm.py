@@ -18,7 +18,7 @@ from clowlab.models import encoder as enc
 from configs import coco_lm as coco_config
 from configs import electra as electra_config
 
-from tiny import DEMO_DATA
+from tiny import DEMO_DATA, override
 
 
 def _cfg(config=coco_config, **kw):
@@ -33,13 +33,7 @@ def _cfg(config=coco_config, **kw):
   c.data.eval = []
   c.optim.warmup_steps = 3
   c.mesh = {"data": 2, "fsdp": 4}
-  for k, v in kw.items():
-    node = c
-    *parents, leaf = k.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = v
-  return c
+  return override(c, **kw)
 
 
 def test_corruption_only_touches_selected_positions_and_reports_replacements():

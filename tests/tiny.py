@@ -20,6 +20,11 @@ def tiny_cfg(**kw):
   c.optim.warmup_steps = 2
   c.data.train = [str(DEMO_DATA / "en_wikitext2.txt")]
   c.mesh = {"data": 2, "fsdp": 4}
+  return override(c, **kw)
+
+
+def override(c, **kw):
+  """Sets dotted keys ("optim.lr"=...) on a ConfigDict, as --config.optim.lr would; returns c."""
   for k, v in kw.items():
     node = c
     *parents, leaf = k.split(".")
