@@ -277,11 +277,14 @@ def inverse(params, const, z_BD, fcfg: FlowConfig):
   return x
 
 
+def log_prob_of_latent(z_BD, logdet_B):
+  """log p(x) per row (nats) from forward's (z, log-det), with z ~ N(0, I)."""
+  return -0.5 * (z_BD ** 2 + math.log(2 * math.pi)).sum(-1) + logdet_B
+
+
 def log_prob(params, const, x_BD, fcfg: FlowConfig):
   """log p(x) per row (nats), with z ~ N(0, I)."""
-  z, logdet = forward(params, const, x_BD, fcfg)
-  log_pz = -0.5 * (z ** 2 + math.log(2 * math.pi)).sum(-1)
-  return log_pz + logdet
+  return log_prob_of_latent(*forward(params, const, x_BD, fcfg))
 
 
 def bits_per_dim(params, const, x_BD, fcfg: FlowConfig):
