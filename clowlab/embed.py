@@ -8,7 +8,9 @@
 Pooling: a workdir or an exported directory trained by a sentence-embedding method embeds the
 way that method does at evaluation (its pooler and head, e.g. layer-wise attention + MLP);
 `pooling=` overrides it with a parameter-free pooler (cls, cls_before_pooler, mean,
-first_last_avg, last_two_avg). A plain HF directory defaults to mean pooling.
+first_last_avg, last_two_avg). A plain HF directory defaults to mean pooling. `layer=K` pools
+one layer instead (0 = embeddings, -1 = last; `pooling` mean, the default, or cls = its raw CLS
+vector), whatever the method's pooler.
 
 Speed: texts are sorted by length, cut into batches of `batch_size`, and each batch is padded
 to a multiple of `pad_to` tokens, so the jitted function sees few distinct shapes and little
@@ -87,14 +89,25 @@ def _store(out, pos, x_BD, n):
   return out
 
 
-def pooled_fn(params, ecfg: enc.EncoderConfig, pooling: str = "mean") -> Callable[[dict], Any]:
-  """A jitted batch -> vectors function with a parameter-free pooler over encoder params."""
-  poolers.check_pooler(pooling)
+def pooled_fn(params, ecfg: enc.EncoderConfig, pooling: str = "mean",
+              layer: int | None = None) -> Callable[[dict], Any]:
+  """A jitted batch -> vectors function with a parameter-free pooler over encoder params.
+
+  layer: pool this entry of hidden_states_NBLD instead (poolers.pool_layer; 0 = embeddings,
+  -1 = last) with pooling "mean" or "cls" (the raw CLS vector; "cls_before_pooler" is a synonym).
+  """
+  if layer is None:
+    poolers.check_pooler(pooling)
+  else:
+    pooling = "cls" if pooling == "cls_before_pooler" else pooling
+    layer = poolers.check_layer(pooling, layer, ecfg.num_layers + 1)
 
   @jax.jit
   def fn(p, batch):
     out = enc.encode(p, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
                      cfg=ecfg)
+    if layer is not None:
+      return poolers.pool_layer(out, batch["attention_mask"], pooling, layer)
     return poolers.pool(out, batch["attention_mask"], pooling, p)
 
   return lambda batch: fn(params, batch)
@@ -152,9 +165,13 @@ def load_model(model: str | os.PathLike) -> LoadedModel:
   return LoadedModel(params, ecfg, tokenizer, run_cfg, what, path)
 
 
-def load(model: str | os.PathLike, pooling: str | None = None, *, seq_len: int = 128,
-         batch_size: int = 64, pad_to: int = 16) -> Embedder:
-  """An Embedder for a clowlab workdir or an HF model directory (see the module doc)."""
+def load(model: str | os.PathLike, pooling: str | None = None, *, layer: int | None = None,
+         seq_len: int = 128, batch_size: int = 64, pad_to: int = 16) -> Embedder:
+  """An Embedder for a clowlab workdir or an HF model directory (see the module doc).
+
+  layer: embed with one layer's mean (default) or raw CLS vector (`pooling="cls"`); overrides
+  the trained method's pooler.
+  """
   from clowlab import methods  # noqa: PLC0415
   m = load_model(model)
   run_cfg, what = m.run_cfg, m.description
@@ -162,7 +179,11 @@ def load(model: str | os.PathLike, pooling: str | None = None, *, seq_len: int =
   ecfg = m.ecfg.replace(scan_layers=False)
   params = jax.device_put(m.params)
   method = methods.get(run_cfg["method"]) if run_cfg.get("method") else None
-  if pooling is None and method is not None and method.embed is not None:
+  if layer is not None:
+    pooling = pooling or "mean"
+    fn = pooled_fn(params["encoder"], ecfg, pooling, layer)
+    what += f", {pooling} pooling of layer {layer}"
+  elif pooling is None and method is not None and method.embed is not None:
     import ml_collections  # noqa: PLC0415
     fn = method_fn(method, params, ecfg, ml_collections.ConfigDict(run_cfg))
     what += f", {method.name} pooling"

@@ -53,12 +53,16 @@ def evaluate_workdir(cfg, workdir: str, step: int | None = None) -> dict[str, fl
 #       --columns=sentence1,sentence2,score [--pooling=mean|cls|...]
 #   python -m clowlab.evaluate --task=retrieval --model=M --source=FILE --target=FILE
 #   python -m clowlab.evaluate --task=search --model=M --queries=F --corpus=F --qrels=F
+#   python -m clowlab.evaluate --task=tatoeba --model=M --data=DIR [--languages=cmn,deu] \
+#       [--pooling=mean|cls --layer=K]
+#   python -m clowlab.evaluate --task=xsts --model=M --data=DIR [--pairs=en-zh,en-de] \
+#       [--split=test] [--pooling=mean|cls --layer=K]
 #   python -m clowlab.evaluate --task=classification --model=M --train=F --dev=F \
 #       --columns=TEXT_A[,TEXT_B],LABEL [--epochs=3 --learning_rate=2e-5 --batch_size=32 \
 #       --seed=0 --seq_len=128 --max_train_examples=N --regression]   (docs/finetune.md)
 # M is an HF model directory or a clowlab workdir. The last line printed is one JSON object.
 
-TASKS = ("sts", "retrieval", "search", "classification")
+TASKS = ("sts", "retrieval", "search", "classification", "tatoeba", "xsts")
 
 
 def _columns(spec: str | None):
@@ -73,21 +77,27 @@ def run_cli(task: str, model: str, *, pooling: str | None = None, data: str = ""
             corpus: str = "", qrels: str = "", seq_len: int = 128, batch_size: int | None = None,
             cache_dir: str | None = None, train: str = "", dev: str = "", epochs: int = 3,
             learning_rate: float = 2e-5, seed: int = 0, max_train_examples: int = 0,
-            regression: bool | None = None) -> dict:
+            regression: bool | None = None, layer: int | None = None, languages: str = "",
+            pairs: str = "", split: str = "test") -> dict:
   """What `python -m clowlab.evaluate` runs; returns the JSON-able results.
 
   batch_size: sentences per forward pass (default 64), or per train step for classification
   (default 32).
+  layer: embed with this layer's mean or raw CLS vector (pooling mean | cls; 0 = embeddings,
+  -1 = last) instead of the default pooler.
   """
   import time  # noqa: PLC0415
 
   from clowlab import embed  # noqa: PLC0415
-  from clowlab.evaluators import retrieval, sts  # noqa: PLC0415
+  from clowlab.evaluators import retrieval, sts, xlingual  # noqa: PLC0415
   if task not in TASKS:
     raise ClowlabError(f"clowlab: unknown --task={task!r}; valid: {', '.join(TASKS)}.")
   t0 = time.perf_counter()
   if task == "classification":
     from clowlab.evaluators import finetune  # noqa: PLC0415
+    if layer is not None:
+      raise ClowlabError("clowlab: --layer does not apply to --task=classification (it finetunes "
+                         "BERT's pooler over [CLS]); drop --layer.")
     if not train or not dev:
       raise ClowlabError("clowlab: --task=classification needs --train=FILE and --dev=FILE.")
     if not columns:
@@ -100,7 +110,11 @@ def run_cli(task: str, model: str, *, pooling: str | None = None, data: str = ""
                             regression=regression))
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
-  emb = embed.load(model, pooling, seq_len=seq_len, batch_size=batch_size or 64)
+  if task in ("tatoeba", "xsts") and not data:
+    raise ClowlabError(f"clowlab: --task={task} needs --data=DIR (the folder of the "
+                       + ("tatoeba.<xxx>-eng.* files)." if task == "tatoeba"
+                          else "stsb-<lang>-<split>.csv files)."))
+  emb = embed.load(model, pooling, layer=layer, seq_len=seq_len, batch_size=batch_size or 64)
   out: dict = {"task": task, "model": emb.description}
   if task == "sts":
     files = [f for f in data.split(",") if f]
@@ -110,6 +124,10 @@ def run_cli(task: str, model: str, *, pooling: str | None = None, data: str = ""
                                                                cache_dir=cache_dir)
             for f in files}
     out.update(sts.evaluate(emb, sets))
+  elif task == "tatoeba":
+    out.update(xlingual.tatoeba(emb, data, languages or None))
+  elif task == "xsts":
+    out.update(xlingual.cross_lingual_sts(emb, data, pairs or None, split))
   elif task == "retrieval":
     if not source or not target:
       raise ClowlabError("clowlab: --task=retrieval needs --source=FILE and --target=FILE "
@@ -140,7 +158,8 @@ def main(argv):
                   qrels=F.qrels, seq_len=F.seq_len, batch_size=F.batch_size,
                   cache_dir=F.cache_dir, train=F.train, dev=F.dev, epochs=F.epochs,
                   learning_rate=F.learning_rate, seed=F.seed,
-                  max_train_examples=F.max_train_examples, regression=F.regression)
+                  max_train_examples=F.max_train_examples, regression=F.regression,
+                  layer=F.layer, languages=F.languages, pairs=F.pairs, split=F.split)
   except ClowlabError as e:
     print(e, file=sys.stderr)
     sys.exit(2)
@@ -156,7 +175,9 @@ def _define_flags():
   flags.DEFINE_string("model", None, "HF model directory or clowlab workdir.", required=True)
   flags.DEFINE_string("pooling", None, "cls | cls_before_pooler | mean | first_last_avg | "
                       "last_two_avg; default: the trained method's, else mean.")
-  flags.DEFINE_string("data", "", "sts: comma-separated pair files (CSV/TSV/JSONL).")
+  flags.DEFINE_string("data", "", "sts: comma-separated pair files (CSV/TSV/JSONL). tatoeba: the "
+                      "folder of tatoeba.<xxx>-eng.<xxx|eng> files. xsts: the folder of "
+                      "stsb-<lang>-<split>.csv files (stsb_multi_mt).")
   flags.DEFINE_string("columns", None, "sts: first,second,score column names or 0-based indices "
                       "(indices mean a headerless file); default: guessed from the header. "
                       "classification: TEXT_A[,TEXT_B],LABEL (required).")
@@ -165,6 +186,15 @@ def _define_flags():
   flags.DEFINE_string("queries", "", "search: id<TAB>text file of queries.")
   flags.DEFINE_string("corpus", "", "search: id<TAB>text file of documents.")
   flags.DEFINE_string("qrels", "", "search: query_id<TAB>corpus_id[<TAB>score] file.")
+  flags.DEFINE_integer("layer", None, "Embed with one layer instead of the default pooler: 0 = "
+                       "embeddings, -1 = last; --pooling=mean (default) or cls (its raw CLS "
+                       "vector).")
+  flags.DEFINE_string("languages", "", "tatoeba: comma-separated languages, e.g. cmn,deu "
+                      "(default: every tatoeba.<xxx>-eng.<xxx> in --data).")
+  flags.DEFINE_string("pairs", "", "xsts: comma-separated pairs a-b (sentence 1 in a, sentence 2 "
+                      "in b), e.g. en-zh,en-de (default: en-<xx> for every other language).")
+  flags.DEFINE_string("split", "test", "xsts: which stsb-<lang>-<split>.csv files (train | dev | "
+                      "test).")
   flags.DEFINE_integer("seq_len", 128, "Maximum tokens per sentence.")
   flags.DEFINE_integer("batch_size", None, "Sentences per forward pass (default 64); "
                        "classification: examples per train step (default 32).")

@@ -30,6 +30,8 @@ PARAM_RULES: tuple[tuple[str, P], ...] = (
     (r"embeddings/(word|position)$", P("fsdp", None)),           # (V, D): vocab rows
     (r"layers/.*/kernel$", P(None, "fsdp", None)),                # (layers, in, out)
     (r"(mlm_head|pooler|projection|head).*/kernel$", P("fsdp", None)),
+    # Method state that grows with the data, e.g. InfoXLM's key queue: rows over every device.
+    (r"(^|/)queue_(QD|Q)$", P(BATCH_AXES)),
     (r".*", P()),                                                 # biases, LayerNorm: replicated
 )
 
@@ -104,18 +106,20 @@ def spec_for(path: str, shape: tuple[int, ...], mesh: jax.sharding.Mesh,
   if len(spec) > len(shape):
     return P()
   dims = list(spec) + [None] * (len(shape) - len(spec))
+  size = lambda axis: int(np.prod([mesh.shape[a] for a in
+                                   (axis if isinstance(axis, tuple) else (axis,))]))
   for i, axis in enumerate(dims):
-    if axis is not None and shape[i] % mesh.shape[axis]:
+    if axis is not None and shape[i] % size(axis):
       # e.g. XLM-R's 250002-row vocabulary over 8 devices: shard another (the largest free,
       # divisible) dim instead; replicate only if none divides.
       dims[i] = None
       free = [j for j in range(len(shape)) if dims[j] is None and j != i
-              and shape[j] % mesh.shape[axis] == 0]
+              and shape[j] % size(axis) == 0]
       if free:
         dims[max(free, key=lambda j: shape[j])] = axis
       else:
         logging.debug("param %s: no dim divisible by %s=%d: replicated", path, axis,
-                      mesh.shape[axis])
+                      size(axis))
   return P(*dims) if any(d is not None for d in dims) else P()
 
 

@@ -207,19 +207,26 @@ def dropout(x, rate, rng, train):
   return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
-def position_ids(input_ids_BL, cfg: EncoderConfig):
-  """BERT: 0..L-1. RoBERTa/XLM-R: pad + 1 + index among non-pad tokens, pad for pads (as HF)."""
+def position_ids(input_ids_BL, cfg: EncoderConfig, positions_BL=None):
+  """BERT: 0..L-1. RoBERTa/XLM-R: pad + 1 + index among non-pad tokens, pad for pads (as HF).
+
+  positions_BL: explicit 0-based positions (e.g. TLM's restart at the target sentence), shifted
+  by the family's offset.
+  """
   B, L = input_ids_BL.shape
+  if positions_BL is not None:
+    return positions_BL + (cfg.pad_token_id + 1 if cfg.position_offset else 0)
   if not cfg.position_offset:
     return jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
   not_pad = (input_ids_BL != cfg.pad_token_id).astype(jnp.int32)
   return jnp.cumsum(not_pad, axis=1) * not_pad + cfg.pad_token_id
 
 
-def embed(params, input_ids_BL, token_type_ids_BL, rng, train, cfg: EncoderConfig):
+def embed(params, input_ids_BL, token_type_ids_BL, rng, train, cfg: EncoderConfig,
+          positions_BL=None):
   e = params["embeddings"]
   x_BLD = (jnp.take(e["word"], input_ids_BL, axis=0)
-           + jnp.take(e["position"], position_ids(input_ids_BL, cfg), axis=0)
+           + jnp.take(e["position"], position_ids(input_ids_BL, cfg, positions_BL), axis=0)
            + jnp.take(e["token_type"], token_type_ids_BL, axis=0))
   x_BLD = layer_norm(x_BLD, e["ln"], cfg.layer_norm_eps)
   return dropout(x_BLD, cfg.hidden_dropout, rng, train).astype(DTYPES[cfg.compute_dtype])
@@ -256,8 +263,9 @@ def layer(x_BLD, p, bias_B11L, rng, train, cfg: EncoderConfig):
 
 def encode(params: Params, input_ids_BL, attention_mask_BL=None, token_type_ids_BL=None,
            rng: jax.Array | None = None, train: bool = False, *,
-           cfg: EncoderConfig) -> EncoderOutput:
-  """Runs the encoder. `rng` is needed only when `train` and dropout is on."""
+           cfg: EncoderConfig, positions_BL=None) -> EncoderOutput:
+  """Runs the encoder. `rng` is needed only when `train` and dropout is on; `positions_BL`
+  (0-based) replaces the default position numbering."""
   if attention_mask_BL is None:
     attention_mask_BL = jnp.ones_like(input_ids_BL)
   if token_type_ids_BL is None:
@@ -267,7 +275,7 @@ def encode(params: Params, input_ids_BL, attention_mask_BL=None, token_type_ids_
       raise ValueError("encode(train=True) with dropout needs an rng key")
     rng = jax.random.key(0)
   r_emb, r_layers = jax.random.split(rng)
-  x_BLD = embed(params, input_ids_BL, token_type_ids_BL, r_emb, train, cfg)
+  x_BLD = embed(params, input_ids_BL, token_type_ids_BL, r_emb, train, cfg, positions_BL)
   # Additive mask: a large finite negative keeps fully padded rows NaN-free.
   bias_B11L = jnp.where(attention_mask_BL[:, None, None, :] > 0, 0.0,
                         jnp.finfo(jnp.float32).min).astype(jnp.float32)

@@ -2,12 +2,15 @@
 attention pooler (Oh et al., COLING 2022, "Don't Judge a Language Model by Its Last Layer").
 
     x_BD = pool(out, mask_BL, "mean")                       # cls | cls_before_pooler | mean | ...
+    x_BD = pool_layer(out, mask_BL, "mean", layer=8)         # one layer's mean or raw CLS vector
     x_B2D = layer_attention(p, out, mask_BL, rng, train)    # [last CLS; attention over layers]
 
 Every pooler averages only over real tokens (attention_mask 1): padding never reaches the vector.
 Outputs are float32 whatever the compute dtype.
 """
 from __future__ import annotations
+
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +52,34 @@ def pool(out: enc.EncoderOutput, mask_BL, pooler: str, encoder_params=None):
             + masked_mean(out.last_BLD, mask_BL)) / 2
   check_pooler(pooler)
   raise AssertionError(pooler)
+
+
+LAYER_POOLERS = ("mean", "cls")
+
+
+def check_layer(pooling: str, layer: int, num_outputs: int) -> int:
+  """Checks a pool_layer request against an encoder with num_outputs = num_layers + 1 hidden
+  states; returns the layer as a plain int."""
+  if pooling not in LAYER_POOLERS:
+    raise ClowlabError(f"clowlab: pooling {pooling!r} cannot be used with a layer; valid: "
+                       f"{', '.join(LAYER_POOLERS)}.")
+  n = num_outputs
+  if isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not -n <= layer < n:
+    raise ClowlabError(f"clowlab: layer {layer!r} is out of range; this encoder has {n - 1} "
+                       f"layers, so valid layers are 0..{n - 1} (0 = embeddings) or -{n}..-1 "
+                       "(-1 = last).")
+  return int(layer)
+
+
+def pool_layer(out: enc.EncoderOutput, mask_BL, pooling: str, layer: int):
+  """One layer's sentence vectors: its masked mean ('mean') or raw CLS vector ('cls', no BERT
+  pooler). `layer` indexes hidden_states_NBLD: 0 = embeddings, N = the last Transformer layer;
+  negative counts from the end (-1 = last)."""
+  layer = check_layer(pooling, layer, out.hidden_states_NBLD.shape[0])
+  h_BLD = out.hidden_states_NBLD[layer]
+  if pooling == "cls":
+    return h_BLD[:, 0].astype(jnp.float32)
+  return masked_mean(h_BLD, mask_BL)
 
 
 # ---------------------------------------------------------------------------------------------
