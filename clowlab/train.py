@@ -35,7 +35,8 @@ TOKENIZER_SUBDIR = "tokenizer"
 # Keys that may change between a run and its resume; any other difference is refused.
 RESUMABLE_CHANGES = ("total_steps", "max_train_seconds", "checkpoint_every", "eval_every",
                      "log_every", "mesh", "keep_checkpoints", "mode", "distributed",
-                     "progress_bar", "async_checkpoint", "max_bad_steps", "cache_dir")
+                     "progress_bar", "async_checkpoint", "max_bad_steps", "cache_dir",
+                     "accelerator_required", "eval")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,8 +128,11 @@ def _is_workdir(path: str) -> bool:
   return checkpoint.checkpoint_dir(path).is_dir()
 
 
-def resolve_tokenizer(cfg, workdir: str):
-  """The run's tokenizer, copied into (or trained in) workdir/tokenizer on first use."""
+def resolve_tokenizer(cfg, workdir: str, spm_text=None):
+  """The run's tokenizer, copied into (or trained in) workdir/tokenizer on first use.
+
+  spm_text: () -> files to train a "spm:<vocab>" tokenizer on (default: config.data.train).
+  """
   tok_dir = pathlib.Path(workdir) / TOKENIZER_SUBDIR
   if not tok_dir.is_dir() and jax.process_index() == 0:
     spec = cfg.get("tokenizer", "") or ""
@@ -136,7 +140,7 @@ def resolve_tokenizer(cfg, workdir: str):
     if spec.startswith("spm:"):
       # Train a sentencepiece model on the training text: "spm:<vocab>[:unigram|bpe]".
       parts = spec.split(":")
-      files = list(cfg.data.train)
+      files = spm_text() if spm_text is not None else list(cfg.data.train)
       tmp = pathlib.Path(workdir) / (TOKENIZER_SUBDIR + ".tmp")
       train_spm.train_spm(files, str(tmp / "spm"), int(parts[1]),
                           model_type=parts[2] if len(parts) > 2 else "unigram", num_threads=1)
@@ -274,6 +278,10 @@ def train(cfg, workdir: str) -> dict[str, Any]:
   method = methods.get(cfg.method)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
+  need_accel = cfg.get("accelerator_required", "") or ""
+  if need_accel and jax.default_backend() == "cpu":
+    # A pod-scale config on a laptop: one line saying what to run instead, not an OOM later.
+    raise ClowlabError(need_accel)
   mesh = sharding.mesh_from_config(cfg)
   dp = sharding.data_parallel_size(mesh)
   if cfg.batch_size % dp:
@@ -289,7 +297,10 @@ def train(cfg, workdir: str) -> dict[str, Any]:
     saved = mngr.read_meta()
     check_resumable(saved.get("config", {}), run_cfg, workdir)
 
-  tokenizer = resolve_tokenizer(cfg, workdir)
+  cache_dir = cfg.get("cache_dir", "") or os.path.join(workdir, "cache")
+  spm_text = (None if method.tokenizer_text is None else
+              lambda: method.tokenizer_text(cfg, cache_dir))
+  tokenizer = resolve_tokenizer(cfg, workdir, spm_text)
   if resume_step is not None:
     ecfg = enc.EncoderConfig.from_dict(saved["encoder_config"])
     imported, source = None, f"resumed from {workdir}"
@@ -301,7 +312,6 @@ def train(cfg, workdir: str) -> dict[str, Any]:
                                                 **method.init_heads(jax.random.key(0), ecfg,
                                                                     cfg)})))
   state, s_shard = init_state(method, ecfg, cfg, tx, mesh, imported)
-  cache_dir = cfg.get("cache_dir", "") or os.path.join(workdir, "cache")
   if resume_step is not None:
     targets = jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, s_shard)

@@ -35,7 +35,8 @@ def init_heads(rng, ecfg: enc.EncoderConfig, cfg):
 def mlm_loss_on(params, view, rng, ecfg: enc.EncoderConfig, num_predictions: int, train=True):
   """(summed CE, number predicted, number correct, dropped) for one masked view of a batch."""
   out = enc.encode(params["encoder"], view["input_ids"], view["attention_mask"],
-                   view["token_type_ids"], rng, train, cfg=ecfg)
+                   view["token_type_ids"], rng, train, cfg=ecfg,
+                   positions_BL=view.get("position_ids"))
   w_BL = view["mlm_weights"]
   # The first `num_predictions` selected positions of each row (top_k is stable on ties).
   _, pos_BP = jax.lax.top_k(w_BL, num_predictions)
