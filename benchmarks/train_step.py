@@ -14,6 +14,10 @@ Two steps, both from the real all-MiniLM-L6-v2 weights (6 x 384, 12 heads, vocab
           configs/coco_lm.py's settings: a 2-layer generator sharing MiniLM's embeddings, eval-mode
           sampling, the main model on the corrupted batch (+ its 90 % crops for COCO-LM's SCL),
           all losses; reported as a multiple of the clowlab MLM step's time.
+  infoxlm (with --step-kinds; clowlab only) the `clowlab.methods.infoxlm` step: MMLM on B
+          monolingual rows + TLM on B joint [src ; tgt] rows + XLCo on B pairs (query pass up to
+          layer 4 of 6, momentum key pass without gradients, a 64 x B-key queue); 4 x B x L
+          input tokens per step, reported as tokens/s and as a multiple of the MLM step's time.
 Both: AdamW (decay off biases, LayerNorm and position/type embeddings), clip 1.0, warmup
 schedule, f32 master weights. bf16 is clowlab's compute_dtype="bfloat16" and PyTorch's
 `torch.autocast("cpu", torch.bfloat16)`; PyTorch runs eager, fused AdamW, 2 threads.
@@ -48,7 +52,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # Steps that read MLM masks; electra and coco_lm have no PyTorch twin here: they are reported as
 # their cost relative to clowlab's own MLM step (same dtype, seq and options).
 MLM_LIKE = ("mlm", "electra", "coco_lm")
-CLOWLAB_ONLY = ("electra", "coco_lm")
+CLOWLAB_ONLY = ("electra", "coco_lm", "infoxlm")
+# Encoder input tokens per step, in units of B x L.
+TOKENS_PER_ROW = {"simcse": 2, "infoxlm": 4}
 TEMPERATURE, LR, WARMUP = 0.05, 1e-3, 30
 THP_TUNABLE = "glibc.malloc.hugetlb=1"
 # Experiments on clowlab's step, applied at run time in the worker (encoder.py is not edited).
@@ -68,6 +74,15 @@ def minilm_dir() -> str:
 
 def make_batch(step: str, B: int, L: int, mlm_predictions: int) -> dict[str, np.ndarray]:
   """Random ids, no padding; for mlm ~15% selected positions (at most mlm_predictions a row)."""
+  if step == "infoxlm":
+    half = L // 2
+    tlm = make_batch("mlm", B, L, mlm_predictions)
+    tlm["position_ids"] = np.tile(np.r_[np.arange(half), np.arange(L - half)], (B, 1)).astype(
+        np.int32)
+    tlm["token_type_ids"] = (np.arange(L) >= half).astype(np.int32)[None].repeat(B, 0)
+    return {"mono": make_batch("mlm", B, L, mlm_predictions),
+            "para": {"src": make_batch("simcse", B, L, 0), "tgt": make_batch("simcse", B, L, 0),
+                     "src_tgt": tlm}}
   rng = np.random.default_rng(0)
   ids = rng.integers(1000, 30522, (B, L)).astype(np.int32)
   batch = {"input_ids": ids, "attention_mask": np.ones_like(ids),
@@ -210,26 +225,32 @@ def bench_clowlab(step: str, dtype: str, B: int, L: int, steps: int, warmup: int
   from clowlab.models import encoder as enc  # noqa: PLC0415
   sys.path.insert(0, str(REPO))  # for configs/
   from configs import coco_lm as coco_config  # noqa: PLC0415
+  from configs import infoxlm as infoxlm_config  # noqa: PLC0415
   from configs import mlm as mlm_config  # noqa: PLC0415
 
   patch = patch.split("+")
   if "hash-dropout" in patch:
     enc.dropout = hash_dropout
-  cfg = (coco_config if step in CLOWLAB_ONLY else mlm_config).get_config("runlocal")
+  cfg = {"electra": coco_config, "coco_lm": coco_config,
+         "infoxlm": infoxlm_config}.get(step, mlm_config).get_config("runlocal")
   cfg.batch_size, cfg.seq_len = B, L
+  if step == "infoxlm":
+    cfg.infoxlm.update({"parallel_batch_size": B, "queue_size": 64 * B, "xlco_layer": 4,
+                        "momentum": 0.999})
   cfg.optim.lr, cfg.optim.warmup_steps = LR, WARMUP
   model = hf.load_hf(minilm_dir())
   ecfg = model.cfg.replace(compute_dtype=dtype, scan_layers=scan_layers)
   if "no-dropout" in patch:
     ecfg = ecfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
-  from clowlab.methods import coco_lm  # noqa: PLC0415
-  method = {"mlm": mlm.METHOD, "electra": coco_lm.ELECTRA,
-            "coco_lm": coco_lm.METHOD}.get(step) or simcse_method()
+  from clowlab.methods import coco_lm, infoxlm  # noqa: PLC0415
+  method = {"mlm": mlm.METHOD, "electra": coco_lm.ELECTRA, "coco_lm": coco_lm.METHOD,
+            "infoxlm": infoxlm.METHOD}.get(step) or simcse_method()
   params = {"encoder": model.params, **method.init_heads(jax.random.key(1), ecfg, cfg)}
   params = jax.device_put(params)
   tx, lr_fn = optim.make_optimizer(cfg.optim, 1000, params)
   state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params),
-           "method_state": {}, "rng": jax.random.key_data(jax.random.key(0)),
+           "method_state": method.init_state(params, ecfg, cfg),
+           "rng": jax.random.key_data(jax.random.key(0)),
            "skipped": jnp.int32(0)}
   fn = jax.jit(train.make_train_step(method, ecfg, cfg, tx, lr_fn), donate_argnums=0)
   batch = jax.device_put(make_batch(step, B, L, mlm.max_predictions(cfg)))
@@ -339,7 +360,7 @@ def run_row(spec: dict) -> dict:
   r = json.loads(lines[-1][len("RESULT "):])
   r["other_load"] = max(0.0, (busy1 - busy0) - (kids1 - kids0)) / wall
   r["first_step_s"], r["times"] = r["times"][0], r["times"][r["n_warm"]:]
-  tokens = spec["batch"] * spec["seq"] * (2 if spec["step"] == "simcse" else 1)
+  tokens = spec["batch"] * spec["seq"] * TOKENS_PER_ROW.get(spec["step"], 1)
   r["ms"] = 1e3 * statistics.median(r["times"])
   r["spread"] = 1e3 * (max(r["times"]) - min(r["times"]))
   r["tok_s"] = tokens / (r["ms"] / 1e3)
@@ -379,8 +400,9 @@ def report(rows: list[dict]) -> None:
     base = next((m for m in rows if m["step"] == "mlm" and m["framework"] == "clowlab"
                  and same(m, r)), None)
     if r["step"] in CLOWLAB_ONLY and base:
+      what = ("MMLM + TLM + XLCo" if r["step"] == "infoxlm" else "generator + main model")
       print(f"  {r['step']} {r['dtype']} seq {r['seq']} ({label(r)}): {r['ms'] / base['ms']:.2f}x "
-            f"the ms/step of the MLM step (generator + main model; {r['tok_s']:,.0f} vs "
+            f"the ms/step of the MLM step ({what}; {r['tok_s']:,.0f} vs "
             f"{base['tok_s']:,.0f} input tokens/s)")
   for step, seq in dict.fromkeys((r["step"], r["seq"]) for r in rows):
     mine = [r for r in rows if (r["step"], r["seq"]) == (step, seq)]
@@ -415,9 +437,9 @@ def main() -> None:
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--seqs", type=int, nargs="+", default=[64, 128])
   p.add_argument("--step-kinds", nargs="+", default=["mlm", "simcse"],
-                 choices=["mlm", "simcse", "electra", "coco_lm"],
-                 help="electra / coco_lm: generator + main model + their losses (clowlab only; "
-                 "reported against the clowlab MLM step)")
+                 choices=["mlm", "simcse", "electra", "coco_lm", "infoxlm"],
+                 help="electra / coco_lm: generator + main model + their losses; infoxlm: MMLM + "
+                 "TLM + XLCo (clowlab only; reported against the clowlab MLM step)")
   p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
   p.add_argument("--prngs", nargs="+", default=["threefry", "rbg"],
                  help="clowlab PRNG impls (rows besides threefry are extra)")
