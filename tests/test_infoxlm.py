@@ -4,7 +4,6 @@ order, sharded == single device), bitwise resume with the queue, XLM-R import, t
 CPU message."""
 import json
 import os
-import shutil
 
 import chex
 import jax
@@ -23,7 +22,8 @@ from clowlab.methods import infoxlm
 from clowlab.models import encoder as enc
 from configs import infoxlm as infoxlm_config
 
-from tiny import DEMO_DATA, override
+from tiny import override
+from tiny import workdir_with_tokenizer as _workdir
 
 
 def _cfg(**kw):
@@ -48,13 +48,6 @@ def tok_dir(tmp_path_factory):
   cfg = _cfg(cache_dir=str(d / "cache"))
   train.resolve_tokenizer(cfg, str(d), lambda: infoxlm.tokenizer_text(cfg, str(d / "cache")))
   return d / "tokenizer"
-
-
-def _workdir(tmp_path, name, tok_dir):
-  w = tmp_path / name
-  w.mkdir()
-  shutil.copytree(tok_dir, w / "tokenizer")
-  return str(w)
 
 
 def _data(cfg, tok_dir, tmp_path, ecfg=None):
@@ -309,6 +302,15 @@ def test_resume_is_bitwise_with_the_queue_and_optimiser_skips_the_key_encoder(tm
   first = train.train(_cfg(total_steps=3, cache_dir=cache), w)
   # The checkpoint holds the queue exactly as it was in memory.
   saved = _state(first)["method_state"]
+  tgt = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), first["state"])
+  with checkpoint.Manager(w) as mngr:
+    r = mngr.restore(params_target=tgt["params"],
+                     train_state_target={k: v for k, v in tgt.items() if k != "params"})
+  restored = r["train_state"]["method_state"]
+  assert restored["queue"]["queue_QD"].sharding.is_equivalent_to(
+      first["state"]["method_state"]["queue"]["queue_QD"].sharding, 2)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(restored), saved)
   resumed = train.train(_cfg(cache_dir=cache), w)
   a, b = _state(straight), _state(resumed)
   jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)

@@ -1,6 +1,5 @@
 """The trainer: loss falls, exact resume, sharded == single device, NaN guard, config checks."""
 import os
-import shutil
 import sys
 
 import chex
@@ -14,6 +13,7 @@ from clowlab.errors import ClowlabError
 from clowlab.models import encoder as enc
 
 from tiny import REPO, tiny_cfg
+from tiny import workdir_with_tokenizer as _workdir
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +22,6 @@ def shared_tokenizer(tmp_path_factory):
   d = tmp_path_factory.mktemp("tok")
   train.resolve_tokenizer(tiny_cfg(), str(d))
   return d / "tokenizer"
-
-
-def _workdir(tmp_path, name, tok_dir):
-  w = tmp_path / name
-  w.mkdir()
-  shutil.copytree(tok_dir, w / "tokenizer")
-  return str(w)
 
 
 def _params(out):
@@ -110,7 +103,7 @@ def test_batch_not_divisible_and_bad_mesh(tmp_path, shared_tokenizer):
     train.train(tiny_cfg(batch_size=12), _workdir(tmp_path, "e", shared_tokenizer))
   with pytest.raises(ClowlabError, match="needs 16 devices but 8 are available"):
     sharding.make_mesh({"data": 4, "fsdp": 4})
-  with pytest.raises(ClowlabError, match="unknown method 'mlmm'; valid: bert_flow, coco_lm, electra, "
+  with pytest.raises(ClowlabError, match="unknown method 'mlmm'; valid: bert_flow, coco_lm, electra, infoxlm, "
                      "layer_attention, mlm, simcse"):
     methods.get("mlmm")
 

@@ -1,6 +1,7 @@
 """A tiny MLM run config for engine tests (imports no conftest: the multi-process worker uses it
 with its own device count)."""
 import pathlib
+import shutil
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -32,3 +33,11 @@ def override(c, **kw):
       node = node[p]
     node[leaf] = v
   return c
+
+
+def workdir_with_tokenizer(tmp_path, name, tok_dir):
+  """A fresh workdir holding a copy of an already trained tokenizer (no spm training per run)."""
+  w = tmp_path / name
+  w.mkdir()
+  shutil.copytree(tok_dir, w / "tokenizer")
+  return str(w)
