@@ -100,7 +100,9 @@ def pooled_fn(params, ecfg: enc.EncoderConfig, pooling: str = "mean",
     poolers.check_pooler(pooling)
   else:
     pooling = "cls" if pooling == "cls_before_pooler" else pooling
-    layer = poolers.check_layer(pooling, layer, ecfg.num_layers + 1)
+    layer = poolers.check_layer(pooling, layer, ecfg.num_layers + 1) % (ecfg.num_layers + 1)
+    # Layers above the pooled one do not run.
+    params, ecfg = enc.truncate(params, ecfg, layer)
 
   @jax.jit
   def fn(p, batch):

@@ -36,7 +36,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -82,17 +82,18 @@ def _lang_and_path(spec: str, what: str, pair: bool) -> tuple[str, str]:
   return lang, rest
 
 
-def _text_lines(path: str) -> Iterator[str]:
-  for _, line in sources._read_lines(path):  # noqa: SLF001 - one UTF-8/gz reader for all data
-    if line.strip():
-      yield line.strip()
+def _lines(path: str) -> list[str]:
+  """Every line of a text file (.gz ok), stripped, blank ones kept (they keep files aligned)."""
+  # The one UTF-8 / gzip reader of clowlab.data (line numbers in its decode errors).
+  return [line.strip() for _, line in
+          sources._read_lines(sources._check_files(path)[0])]  # noqa: SLF001
 
 
 def _file_texts(spec: str) -> list[str]:
   """The texts of one 'PATH' or 'PATH#COLUMN' spec."""
   path, cols = _split_columns(spec)
   if cols is None:
-    return list(_text_lines(sources._check_files(path)[0]))  # noqa: SLF001
+    return [line for line in _lines(path) if line]
   if len(cols) != 1:
     raise ClowlabError(f"clowlab: {spec!r} names {len(cols)} columns; a text source takes one "
                        "(PATH#COLUMN).")
@@ -107,8 +108,7 @@ def _pairs(spec: str) -> tuple[str, str, list[tuple[str, str]]]:
   if "|" in paths:
     src_path, tgt_path = paths.split("|", 1)
     if cols is None:
-      src = list(_lines_keep_blank(src_path))
-      tgt = list(_lines_keep_blank(tgt_path))
+      src, tgt = _lines(src_path), _lines(tgt_path)
       if len(src) != len(tgt):
         raise ClowlabError(f"clowlab: parallel files are not aligned: {src_path} has {len(src)} "
                            f"lines but {tgt_path} has {len(tgt)}. Pass line-aligned files.")
@@ -130,11 +130,6 @@ def _pairs(spec: str) -> tuple[str, str, list[tuple[str, str]]]:
                          "columns (#SRC,TGT).")
     pairs = [(r[0], r[1]) for r in rows]
   return src_lang, tgt_lang, [(s.strip(), t.strip()) for s, t in pairs]
-
-
-def _lines_keep_blank(path: str) -> Iterator[str]:
-  for _, line in sources._read_lines(sources._check_files(path)[0]):  # noqa: SLF001
-    yield line.strip()
 
 
 def split_sentences(text: str) -> list[str]:

@@ -156,10 +156,12 @@ def stsb_languages(data_dir: str | os.PathLike, split: str = "test") -> list[str
                 and m.group(2) == split)
 
 
-def _read_stsb(path: pathlib.Path) -> tuple[list[str], list[str], np.ndarray]:
-  """(sentence1s, sentence2s, scores) of a headerless `sentence1,sentence2,score` CSV."""
+def _read_stsb(path: pathlib.Path, columns: Sequence = (0, 1, 2)
+               ) -> tuple[list[str], list[str], np.ndarray]:
+  """(sentence1s, sentence2s, scores) of a `sentence1,sentence2,score` CSV (headerless with
+  integer columns, as stsb_multi_mt; named columns read the header)."""
   from clowlab.data import sources  # noqa: PLC0415
-  rows, lines = sources.read_columns(str(path), (0, 1, 2))
+  rows, lines = sources.read_columns(str(path), tuple(columns))
   scores = np.zeros(len(rows), np.float64)
   for i, ((_, _, score), line) in enumerate(zip(rows, lines)):
     try:
@@ -203,9 +205,28 @@ def cross_lingual_sts(embedder: Callable, data_dir: str | os.PathLike,
       raise ClowlabError(f"clowlab: {path} is missing; languages with a {split!r} file in {d}: "
                          f"{', '.join(present) or 'none'}.")
     sets[lang] = (path, *_read_stsb(path))
+  out = _score_pairs(embedder, {f"{a}_{b}": (sets[a], sets[b]) for a, b in parsed.values()})
+  out["xsts_avg"] = float(np.mean([out[f"xsts_{a}_{b}"] for a, b in parsed.values()]))
+  return out
+
+
+def cross_lingual_sts_files(embedder: Callable, pairs: dict[str, tuple[str, str]],
+                            columns: Sequence = (0, 1, 2)) -> dict[str, float]:
+  """cross_lingual_sts on explicit row-aligned files: {"a-b": (path of a, path of b)} ->
+  xsts_<a>_<b> (Spearman) and _pearson; `columns` name sentence1, sentence2, score."""
+  out = {}
+  for name, (path_a, path_b) in pairs.items():
+    a, b = _parse_pair(name)
+    sets = [(pathlib.Path(p), *_read_stsb(pathlib.Path(p), columns)) for p in (path_a, path_b)]
+    out.update(_score_pairs(embedder, {f"{a}_{b}": tuple(sets)}))
+  return out
+
+
+def _score_pairs(embedder: Callable, pairs: dict[str, tuple[tuple, tuple]]) -> dict[str, float]:
+  """{name: ((path, s1, s2, scores) of a, (...) of b)} -> xsts_<name> / _pearson; checks that
+  the two files are row-aligned (equal scores)."""
   texts = []
-  for a, b in parsed.values():
-    (pa, a1, _, ga), (pb, _, b2, gb) = sets[a], sets[b]
+  for (pa, a1, _, ga), (pb, _, b2, gb) in pairs.values():
     if len(ga) != len(gb):
       raise ClowlabError(f"clowlab: {pa} and {pb} are not aligned: {len(ga)} and {len(gb)} "
                          "rows; row i of one must translate row i of the other.")
@@ -218,11 +239,8 @@ def cross_lingual_sts(embedder: Callable, data_dir: str | os.PathLike,
     texts += a1 + b2
   table = _embed_unique(embedder, texts)
   out: dict[str, float] = {}
-  for a, b in parsed.values():
-    (_, a1, _, gold), (_, _, b2, _) = sets[a], sets[b]
-    sims = sts.cosine(_stack(table, a1), _stack(table, b2))
-    c = sts.correlations(sims, gold)
-    out[f"xsts_{a}_{b}"] = c["spearman"]
-    out[f"xsts_{a}_{b}_pearson"] = c["pearson"]
-  out["xsts_avg"] = float(np.mean([out[f"xsts_{a}_{b}"] for a, b in parsed.values()]))
+  for name, ((_, a1, _, gold), (_, _, b2, _)) in pairs.items():
+    c = sts.correlations(sts.cosine(_stack(table, a1), _stack(table, b2)), gold)
+    out[f"xsts_{name}"] = c["spearman"]
+    out[f"xsts_{name}_pearson"] = c["pearson"]
   return out

@@ -420,6 +420,17 @@ def info_nce_chunked(q_BD: jax.Array, k_BD: jax.Array, *, temperature, chunk_siz
 IMPLS = ("sharded", "global", "chunked")
 
 
+def mesh_batch_axes(batch_axes: Sequence[str] = ("data", "fsdp")) -> tuple[tuple[str, ...], int]:
+  """(batch axes of the mesh set with jax.set_mesh, number of batch shards); ((), 1) with no
+  mesh (a plain jit)."""
+  m = jax.sharding.get_abstract_mesh()
+  axes = tuple(a for a in batch_axes if not m.empty and a in m.shape)
+  n = 1
+  for a in axes:
+    n *= m.shape[a]
+  return axes, n
+
+
 def info_nce_by_name(q_BD: jax.Array, k_BD: jax.Array, *, impl: str = "sharded",
                      chunk_size: int = 0, batch_axes: Sequence[str] = ("data", "fsdp"),
                      **kw) -> tuple[jax.Array, Metrics]:
@@ -435,11 +446,7 @@ def info_nce_by_name(q_BD: jax.Array, k_BD: jax.Array, *, impl: str = "sharded",
   if impl == "chunked":
     return info_nce_chunked(q_BD, k_BD, chunk_size=int(chunk_size) or 1024, **kw)
   if impl == "sharded":
-    m = jax.sharding.get_abstract_mesh()
-    axes = tuple(a for a in batch_axes if not m.empty and a in m.shape)
-    n_dev = 1
-    for a in axes:
-      n_dev *= m.shape[a]
+    axes, n_dev = mesh_batch_axes(batch_axes)
     if axes and n_dev > 1 and q_BD.shape[0] % n_dev == 0:
       return info_nce_sharded(q_BD, k_BD, axis_names=axes, **kw)
   return info_nce(q_BD, k_BD, **kw)

@@ -26,9 +26,8 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from clowlab.errors import ClowlabError
-from clowlab.losses.contrastive import l2_normalize
+from clowlab.losses import contrastive
 
-BATCH_AXES = ("data", "fsdp")
 _MASKED = -1e30
 
 
@@ -39,13 +38,7 @@ def init(size: int, dim: int, dtype=jnp.float32) -> dict:
 
 def _shards(batch: int) -> tuple[tuple[str, ...], int]:
   """(batch mesh axes, number of batch shards) of the mesh set with jax.set_mesh, if any."""
-  m = jax.sharding.get_abstract_mesh()
-  if m.empty:
-    return (), 1
-  axes = tuple(a for a in BATCH_AXES if a in m.shape and m.shape[a] > 1)
-  n = 1
-  for a in axes:
-    n *= m.shape[a]
+  axes, n = contrastive.mesh_batch_axes()
   if batch % n:
     raise ClowlabError(f"clowlab: the contrastive batch of {batch} rows is not divisible by the "
                        f"{n} batch devices. Use a multiple of {n}.")
@@ -119,7 +112,7 @@ def info_nce_with_queue(q_BD, k_BD, state: dict, *, temperature: float, normaliz
     raise ClowlabError(f"clowlab: contrastive temperature must be > 0, got {temperature}.")
   k_BD = jax.lax.stop_gradient(k_BD)
   if normalize:
-    q_BD, k_BD = l2_normalize(q_BD), l2_normalize(k_BD)
+    q_BD, k_BD = contrastive.l2_normalize(q_BD), contrastive.l2_normalize(k_BD)
   q_BD, k_BD = q_BD.astype(jnp.float32), k_BD.astype(jnp.float32)
   B = q_BD.shape[0]
   s_BB = jnp.einsum("bd,cd->bc", q_BD, k_BD) / temperature

@@ -106,9 +106,7 @@ def init_state(params, ecfg: enc.EncoderConfig, cfg):
 def sentence_vectors(encoder, proj, view, ecfg: enc.EncoderConfig, layer: int, rng, train,
                      pooling: str = "cls"):
   """Projected CLS (or mean) of hidden layer `layer`; layers above it are not run."""
-  if layer < ecfg.num_layers:
-    encoder = {**encoder, "layers": jax.tree_util.tree_map(lambda x: x[:layer], encoder["layers"])}
-    ecfg = ecfg.replace(num_layers=layer)
+  encoder, ecfg = enc.truncate(encoder, ecfg, layer)
   out = enc.encode(encoder, view["input_ids"], view["attention_mask"], view["token_type_ids"],
                    rng, train, cfg=ecfg)
   return heads.projection(proj, poolers.pool_layer(out, view["attention_mask"], pooling, -1))
@@ -317,16 +315,18 @@ def make_data(cfg, ctx: DataContext):
 def embed(params, batch, ecfg: enc.EncoderConfig, cfg):
   """Pooled hidden layer `eval_layer` (mean or cls), as the cross-lingual evaluators use."""
   c = cfg.infoxlm
-  out = enc.encode(params["encoder"], batch["input_ids"], batch["attention_mask"],
-                   batch["token_type_ids"], cfg=ecfg)
   layer = int(c.eval_layer) if c.eval_layer else xlco_layer(ecfg, c)
+  layer = poolers.check_layer(c.eval_pooling, layer, ecfg.num_layers + 1) % (ecfg.num_layers + 1)
+  encoder, ecfg = enc.truncate(params["encoder"], ecfg, layer)
+  out = enc.encode(encoder, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                   cfg=ecfg)
   return poolers.pool_layer(out, batch["attention_mask"], c.eval_pooling, layer)
 
 
 def evaluate(params, ecfg: enc.EncoderConfig, cfg, ctx: DataContext, mesh):
   """Tatoeba-style retrieval (both directions) and cross-lingual STS on config.eval sets."""
   from clowlab import embed as embed_lib  # noqa: PLC0415
-  from clowlab.evaluators import retrieval, sts, xlingual  # noqa: PLC0415
+  from clowlab.evaluators import retrieval, xlingual  # noqa: PLC0415
   e = cfg.get("eval", None)
   if not e:
     return {}
@@ -352,17 +352,13 @@ def evaluate(params, ecfg: enc.EncoderConfig, cfg, ctx: DataContext, mesh):
     r = retrieval.evaluate_aligned(embedder, src, tgt)
     out[f"bitext_{x}_{y}_{x}2{y}"] = r["acc_source_to_target"]
     out[f"bitext_{x}_{y}_{y}2{x}"] = r["acc_target_to_source"]
+  specs = {}
   for spec in e.get("xsts", []) or []:
     langs, rest = multilingual._lang_and_path(spec, "eval.xsts", pair=True)  # noqa: SLF001
-    path_a, _, path_b = rest.partition("|")
-    a_rows, _ = sources.read_columns(path_a, ("sentence1", "sentence2", "score"))
-    b_rows, _ = sources.read_columns(path_b, ("sentence1", "sentence2", "score"))
-    if len(a_rows) != len(b_rows):
-      raise ClowlabError(f"clowlab: eval.xsts {spec!r}: the files are not row-aligned "
-                         f"({len(a_rows)} vs {len(b_rows)} rows).")
-    sims = sts.cosine(embedder([r[0] for r in a_rows]), embedder([r[1] for r in b_rows]))
-    c = sts.correlations(sims, np.array([float(r[2]) for r in a_rows]))
-    out[f"xsts_{langs.replace('-', '_')}"] = c["spearman"]
+    specs[langs] = tuple(rest.split("|", 1))
+  if specs:
+    out.update(xlingual.cross_lingual_sts_files(embedder, specs,
+                                                ("sentence1", "sentence2", "score")))
   return out
 
 

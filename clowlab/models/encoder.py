@@ -294,6 +294,15 @@ def encode(params: Params, input_ids_BL, attention_mask_BL=None, token_type_ids_
   return EncoderOutput(hidden_NBLD, last_BLD, last_BLD[:, 0])
 
 
+def truncate(params: Params, cfg: EncoderConfig, num_layers: int) -> tuple[Params, EncoderConfig]:
+  """The encoder cut after its first `num_layers` layers (when only a lower layer's output is
+  needed, the layers above it need not run); unchanged if num_layers is not below the depth."""
+  if not 1 <= num_layers < cfg.num_layers:
+    return params, cfg
+  layers = jax.tree_util.tree_map(lambda x: x[:num_layers], params["layers"])
+  return {**params, "layers": layers}, cfg.replace(num_layers=num_layers)
+
+
 def pooler(params: Params, cls_BD):
   """BERT's pooler: tanh(dense(CLS)); what HF `BertModel(...).pooler_output` returns."""
   return jnp.tanh(dense(cls_BD.astype(jnp.float32), params["pooler"], jnp.float32))
