@@ -37,11 +37,16 @@ def mlm_loss_on(params, view, rng, ecfg: enc.EncoderConfig, num_predictions: int
   out = enc.encode(params["encoder"], view["input_ids"], view["attention_mask"],
                    view["token_type_ids"], rng, train, cfg=ecfg,
                    positions_BL=view.get("position_ids"))
+  return mlm_terms(params, out.last_BLD, view, ecfg, num_predictions)
+
+
+def mlm_terms(params, last_BLD, view, ecfg: enc.EncoderConfig, num_predictions: int):
+  """mlm_loss_on's sums from the encoder's last hidden states of the masked view."""
   w_BL = view["mlm_weights"]
   # The first `num_predictions` selected positions of each row (top_k is stable on ties).
   _, pos_BP = jax.lax.top_k(w_BL, num_predictions)
   take = lambda x: jnp.take_along_axis(x, pos_BP, axis=1)
-  h_BPD = jnp.take_along_axis(out.last_BLD, pos_BP[..., None], axis=1)
+  h_BPD = jnp.take_along_axis(last_BLD, pos_BP[..., None], axis=1)
   logits_BPV = heads.mlm_logits(params["mlm_head"], params["encoder"]["embeddings"]["word"],
                                 h_BPD, ecfg)
   labels_BP, w_BP = take(view["mlm_labels"]), take(w_BL)

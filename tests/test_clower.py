@@ -1,0 +1,211 @@
+"""CLOWER: word selection from jieba spans (mixed Chinese/ASCII, text longer than seq_len), the
+whole-word-masked word view, the word-character InfoNCE (reference, 8 devices == 1, same-word
+negatives removed), MLM-only equals the MLM method, and the export promise: a trained model is a
+plain HF BERT that transformers runs with clowlab's outputs (within 1e-4)."""
+import json
+import os
+import pathlib
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from clowlab import sharding, train
+from clowlab.data import chinese, masking, tokenizers
+from clowlab.errors import ClowlabError
+from clowlab.methods import clower, mlm
+from clowlab.models import encoder as enc
+from configs import clower as clower_config
+
+from tiny import override
+
+DEMO = pathlib.Path(__file__).resolve().parents[1] / "clowlab" / "demo_data"
+MIXED = ["我买了iPhone12手机，价格3.5万元，用起来非常流畅。",
+         "北京大学的研究人员在自然语言处理领域发表了很多论文，其中包括中文分词和预训练语言模型的"
+         "工作，这句话比序列长度更长所以会被截断。",
+         "今天天气很好 we went hiking 在香山公园。"]
+
+
+def _cfg(**kw):
+  c = clower_config.get_config("runlocal")
+  c.total_steps, c.batch_size, c.seq_len = 4, 16, 32
+  c.checkpoint_every, c.log_every, c.eval_every = 2, 1, 0
+  c.mode, c.progress_bar, c.async_checkpoint = "train", False, False
+  c.model.hidden_size, c.model.num_layers, c.model.num_heads = 32, 2, 2
+  c.model.intermediate_size, c.model.max_position_embeddings = 64, 32
+  c.mesh = {"data": 2, "fsdp": 4}
+  c.eval = {}
+  return override(c, **kw)
+
+
+@pytest.fixture(scope="module")
+def jieba_cache(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("jieba"))
+
+
+@pytest.fixture(scope="module")
+def zh_tok(m3e_dir, jieba_cache):
+  return tokenizers.load_tokenizer(str(m3e_dir), word_segmenter="jieba",
+                                   jieba_cache_dir=jieba_cache)
+
+
+def _padded(tok, texts, L):
+  enc_ = tok.encode(texts, max_len=L, return_offsets=True)
+  B = len(texts)
+  out = {"input_ids": np.full((B, L), tok.pad_id, np.int32),
+         "token_type_ids": np.zeros((B, L), np.int32), "word_ids": np.full((B, L), -1, np.int32),
+         "attention_mask": np.zeros((B, L), np.int32)}
+  for b, ids in enumerate(enc_["input_ids"]):
+    n = len(ids)
+    out["input_ids"][b, :n], out["word_ids"][b, :n] = ids, enc_["word_ids"][b]
+    out["attention_mask"][b, :n] = 1
+  return out, enc_["offsets"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Input pipeline
+
+
+def test_select_words_rate_eligibility_and_keys():
+  rng = np.random.default_rng(0)
+  B, L = 64, 48
+  word_ids = np.full((B, L), -1, np.int32)
+  for b in range(B):  # words of 1-3 tokens after a [CLS]-like -1
+    t, w = 1, 0
+    while t < L - 1:
+      n = int(rng.integers(1, 4))
+      word_ids[b, t:min(t + n, L - 1)] = w
+      t, w = t + n, w + 1
+  keys = masking.row_keys(0, 0, np.arange(B))
+  slots = clower.select_words(word_ids, keys, word_prob=0.3, min_chars=2, max_words=8)
+  chex.assert_shape(slots, (B, 8))
+  n_sel = n_elig = 0
+  for b in range(B):
+    s = slots[b][slots[b] >= 0]
+    counts = np.bincount(word_ids[b][word_ids[b] >= 0])
+    elig = int((counts >= 2).sum())
+    assert list(s) == sorted(set(s)) and all(counts[w] >= 2 for w in s)
+    assert 1 <= len(s) <= min(8, elig)
+    n_sel, n_elig = n_sel + len(s), n_elig + elig
+  assert 0.25 < n_sel / n_elig < 0.35  # word_prob, with stochastic rounding
+  # A pure function of the row keys: the same rows in another order select the same words.
+  perm = rng.permutation(B)
+  again = clower.select_words(word_ids[perm], keys[perm], word_prob=0.3, min_chars=2,
+                              max_words=8)
+  np.testing.assert_array_equal(again, slots[perm])
+
+
+def test_word_view_masks_whole_jieba_words(zh_tok, jieba_cache):
+  L = 40
+  batch, offsets = _padded(zh_tok, MIXED, L)
+  assert batch["attention_mask"][1].sum() == L  # the second text is truncated
+  cfg = _cfg(**{"clower.word_prob": 1.0, "clower.max_words": 16})
+  out = clower.ClowerTransform(zh_tok, cfg)(batch, masking.row_keys(0, 0, np.arange(3)))
+  seg = chinese.JiebaSegmenter(cache_dir=jieba_cache)
+  for b, text in enumerate(MIXED):
+    jieba_words = {(s, e): w for w, s, e in seg.words(text)}
+    slots = [w for w in out["word_slots"][b] if w >= 0]
+    assert slots, text
+    for w in slots:
+      pos = np.flatnonzero(batch["word_ids"][b] == w)
+      assert len(pos) >= 2 and np.all(np.diff(pos) == 1)
+      start, end = offsets[b][pos[0]][0], offsets[b][pos[-1]][1]
+      if pos[-1] < L - 2:  # words the truncation cut hold a prefix of a jieba word
+        assert (start, end) in jieba_words, (text[start:end], text)
+      assert np.all(out["word_input_ids"][b, pos] == zh_tok.mask_id)
+    chosen = np.isin(batch["word_ids"][b], slots)
+    np.testing.assert_array_equal(out["word_input_ids"][b, ~chosen], batch["input_ids"][b, ~chosen])
+  # Mixed text: "iPhone12" is one jieba word of one token (not eligible), 手机 is eligible.
+  ids0 = [zh_tok.id_to_token(int(i)) for i in batch["input_ids"][0]]
+  mask0 = out["word_input_ids"][0] == zh_tok.mask_id
+  assert {ids0[t] for t in np.flatnonzero(mask0)} >= {"手", "机"}
+  # The char view is ordinary MLM corruption of single characters.
+  assert out["mlm_weights"].sum() > 0 and "word_keys" in out
+  same = np.flatnonzero(out["word_keys"][0] >= 0)
+  assert len(set(out["word_keys"][0][same])) == len(same)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss
+
+
+def _reference_nce(c, z, keys, valid, t):
+  c = c / np.linalg.norm(c, axis=1, keepdims=True)
+  z = z / np.linalg.norm(z, axis=1, keepdims=True)
+  s = c @ z.T / t
+  total, n = 0.0, 0
+  for i in np.flatnonzero(valid):
+    cols = [j for j in np.flatnonzero(valid) if j == i or keys[j] != keys[i]]
+    row = np.log(np.exp(s[i, cols]).sum()) - s[i, i]
+    rows_ = [j for j in np.flatnonzero(valid) if j == i or keys[j] != keys[i]]
+    col = np.log(np.exp(s[rows_, i]).sum()) - s[i, i]
+    total, n = total + 0.5 * (row + col), n + 1
+  return total / n
+
+
+def test_word_char_nce_reference_and_8_devices_equal_1():
+  rng = np.random.default_rng(1)
+  N, D = 64, 16
+  c = rng.normal(size=(N, D)).astype(np.float32)
+  z = (c + 0.5 * rng.normal(size=(N, D))).astype(np.float32)
+  keys = rng.integers(0, 40, N).astype(np.int32)  # repeated words: not each other's negatives
+  valid = rng.random(N) > 0.2
+  f = lambda c, z, k, v: clower.word_char_nce(c, z, k, v, 0.1)  # noqa: E731
+  (l1, a1), g1 = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(c, z, keys, valid)
+  np.testing.assert_allclose(float(l1), _reference_nce(c, z, keys, valid, 0.1), rtol=1e-5)
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
+  put = lambda x: jax.device_put(x, NamedSharding(mesh, P(("data", "fsdp"))))  # noqa: E731
+  with jax.set_mesh(mesh):
+    (l8, a8), g8 = jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))(
+        put(c), put(z), put(keys), put(valid))
+  chex.assert_trees_all_close((l8, a8), (l1, a1), rtol=1e-5)
+  chex.assert_trees_all_close(g8, g1, rtol=1e-4, atol=1e-7)
+  # Perfectly aligned, distinct words: every positive wins.
+  _, acc = clower.word_char_nce(c, c, jnp.arange(N), jnp.ones(N, bool), 0.05)
+  assert float(acc) == 1.0
+
+
+def _params_and_batch(cfg, tok, texts):
+  ecfg = enc.EncoderConfig.from_dict({**dict(cfg.model), "vocab_size": tok.vocab_size,
+                                      "pad_token_id": tok.pad_id})
+  params = {"encoder": enc.init_params(jax.random.key(0), ecfg),
+            **clower.init_heads(jax.random.key(1), ecfg, cfg)}
+  batch, _ = _padded(tok, texts, cfg.seq_len)
+  batch = clower.ClowerTransform(tok, cfg)(batch, masking.row_keys(0, 0, np.arange(len(texts))))
+  return ecfg, params, {k: jnp.asarray(v) for k, v in batch.items()}
+
+
+def test_loss_on_8_devices_equals_1_device(zh_tok):
+  cfg = _cfg(**{"clower.sentence_weight": 0.1})
+  texts = (MIXED + [line.strip() for line in open(DEMO / "zh_sentences.txt", encoding="utf-8")
+                    if line.strip()])[:16]
+  ecfg, params, batch = _params_and_batch(cfg, zh_tok, texts)
+  f = lambda p, b: clower.loss(p, {}, b, jax.random.key(3), ecfg, cfg)[:2]  # noqa: E731
+  (l1, m1), g1 = jax.value_and_grad(f, has_aux=True)(params, batch)
+  assert float(m1["words_per_row"]) >= 1 and np.isfinite(float(l1))
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
+  b8 = jax.device_put(batch, NamedSharding(mesh, P(("data", "fsdp"))))
+  with jax.set_mesh(mesh):
+    (l8, m8), g8 = jax.jit(jax.value_and_grad(f, has_aux=True))(params, b8)
+  chex.assert_trees_all_close(m8, m1, rtol=2e-5, atol=1e-6)
+  chex.assert_trees_all_close(g8, g1, rtol=1e-3, atol=1e-6)
+  # Without the word terms the step is the MLM method's, on the same batch and key.
+  cfg0 = _cfg(**{"clower.word_weight": 0.0})
+  lm, _, _ = clower.loss(params, {}, batch, jax.random.key(3), ecfg, cfg0)
+  cfg_mlm = override(_cfg(), method="mlm")
+  want, _, _ = mlm.loss(params, {}, batch, jax.random.key(3), ecfg, cfg_mlm)
+  chex.assert_trees_all_close(lm, want, rtol=1e-6)
+  assert clower.passes(cfg0) == 1 and clower.passes(cfg) == 2
+
+
+def test_bad_settings_are_named():
+  with pytest.raises(ClowlabError, match="clower.word_prop"):
+    clower.settings(_cfg(**{"clower.word_prop": 0.2}))
+  with pytest.raises(ClowlabError, match="word_prob"):
+    clower.settings(_cfg(**{"clower.word_prob": 0.0}))
+  with pytest.raises(ValueError, match="valid"):
+    clower_config.get_config("nope")
