@@ -131,7 +131,8 @@ def _is_workdir(path: str) -> bool:
 def resolve_tokenizer(cfg, workdir: str, spm_text=None):
   """The run's tokenizer, copied into (or trained in) workdir/tokenizer on first use.
 
-  spm_text: () -> files to train a "spm:<vocab>" tokenizer on (default: config.data.train).
+  spm_text: () -> files to train a "spm:<vocab>" or build a "chars:<vocab>" tokenizer on
+    (default: config.data.train).
   """
   tok_dir = pathlib.Path(workdir) / TOKENIZER_SUBDIR
   if not tok_dir.is_dir() and jax.process_index() == 0:
@@ -145,14 +146,29 @@ def resolve_tokenizer(cfg, workdir: str, spm_text=None):
       train_spm.train_spm(files, str(tmp / "spm"), int(parts[1]),
                           model_type=parts[2] if len(parts) > 2 else "unigram", num_threads=1)
       os.replace(tmp, tok_dir)
+    elif spec.startswith("chars:"):
+      # A character-level Chinese BERT vocabulary counted on the training text: "chars:<vocab>".
+      from clowlab.data import char_vocab  # noqa: PLC0415
+      size = spec.removeprefix("chars:")
+      if not size.isdigit():
+        raise ClowlabError(f"clowlab: --config.tokenizer={spec!r}: 'chars:' takes the vocab size "
+                           "(special tokens included) as an integer, e.g. 'chars:8000'.")
+      files = spm_text() if spm_text is not None else list(cfg.data.train)
+      tmp = pathlib.Path(workdir) / (TOKENIZER_SUBDIR + ".tmp")
+      if tmp.is_dir():  # left by an interrupted build
+        import shutil  # noqa: PLC0415
+        shutil.rmtree(tmp)
+      char_vocab.build_char_tokenizer(files, str(tmp), int(size))
+      os.replace(tmp, tok_dir)
     elif src:
       if _is_workdir(src):
         src = str(pathlib.Path(src) / TOKENIZER_SUBDIR)
       tokenizers.load_tokenizer(src).save(str(tok_dir))
     else:
       raise ClowlabError("clowlab: no tokenizer: set --config.tokenizer to an HF directory, a "
-                         "sentencepiece .model file or 'spm:<vocab_size>' (train one on the "
-                         "data), or --config.init_from to a model directory.")
+                         "sentencepiece .model file, 'spm:<vocab_size>' or 'chars:<vocab_size>' "
+                         "(build one from the data), or --config.init_from to a model "
+                         "directory.")
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # noqa: PLC0415
     multihost_utils.sync_global_devices("clowlab_tokenizer")

@@ -12,7 +12,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.seq_len = 128
   c.seed = 0
   c.init_from = ""                # an HF model directory or a clowlab workdir; "" = fresh
-  c.tokenizer = ""                # HF dir | sentencepiece .model | "spm:<vocab>" | "" = init_from's
+  c.tokenizer = ""                # HF dir | .model | spm:<vocab> | chars:<vocab> | "" = init_from's
   c.eval_every = 0                # 0 = only at the end (train_and_eval)
   c.checkpoint_every = 500
   c.keep_checkpoints = 3

@@ -2,6 +2,7 @@
 positions, the momentum encoder (EMA, no gradients), the key queue across 8 devices (fill, FIFO
 order, sharded == single device), bitwise resume with the queue, XLM-R import, the pod config's
 CPU message."""
+import gzip
 import json
 import os
 
@@ -117,6 +118,31 @@ def test_parallel_sources_and_excluded_sentences(tmp_path):
                          cache_dir=str(tmp_path / "cache"))
   with pytest.raises(ClowlabError, match="SRC-TGT:PATH"):
     multilingual.prepare(parallel=[f"{tmp_path / 'bi.txt'}"], cache_dir=str(tmp_path / "c"))
+
+
+def test_one_token_per_line_sources(tmp_path):
+  # CoNLL / MSRA NER layout: token<TAB>tag, blocks separated by (possibly repeated) blank lines.
+  (tmp_path / "ner.txt").write_text("\n我\tO\n爱\tO\n北\tB-LOC\n京\tI-LOC\n\n\n"
+                                    "iPhone\tO\n很\tO\n好\tO\n\n", encoding="utf-8")
+  spec = str(tmp_path / "ner.txt")
+  assert multilingual._file_texts(spec + "#@chars") == ["我爱北京", "iPhone很好"]  # noqa: SLF001
+  assert multilingual._file_texts(spec + "#@tokens") == ["我 爱 北 京", "iPhone 很 好"]  # noqa: SLF001
+  corpus = multilingual.prepare(mono=[f"zh:{spec}#@chars"], cache_dir=str(tmp_path / "c"))
+  assert open(corpus.mono_files["zh"], encoding="utf-8").read().splitlines() == [
+      "我爱北京", "iPhone很好"]
+  with pytest.raises(ClowlabError, match="@chars, @tokens"):
+    multilingual.prepare(mono=[f"zh:{spec}#@words"], cache_dir=str(tmp_path / "c"))
+
+
+def test_msra_ner_as_chinese_sentences(shared_data, tmp_path):  # about 5 s
+  path = shared_data / "zh_text" / "dh_msra.txt.gz"
+  corpus = multilingual.prepare(mono=[f"zh:{path}#@chars"], cache_dir=str(tmp_path))
+  first_block = []
+  with gzip.open(path, "rt", encoding="utf-8") as f:
+    for line in iter(f.readline, "\n"):
+      first_block.append(line.split("\t")[0])
+  sentences = open(corpus.mono_files["zh"], encoding="utf-8").read().splitlines()
+  assert len(sentences) > 40_000 and sentences[0] == "".join(first_block)
 
 
 @pytest.mark.slow

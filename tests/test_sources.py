@@ -178,6 +178,28 @@ def test_ragged_row_and_unknown_format(tmp_path, cache):
     sources.load_pairs(_write(tmp_path / "x.dat", "a\tb\n"), cache_dir=cache)
 
 
+def test_pipes_format_parses_and_is_sniffed(tmp_path, cache):
+  text = "\n2012-1||一个女孩在梳头。||一个女孩在给她的头发做发型。||2\n2012-2||a, \"b\"||c\td||5\n"
+  for path in (_write(tmp_path / "p.txt", text), _write(tmp_path / "p.txt.gz", text, gz=True)):
+    ds = sources.load_pairs(path, columns=(1, 2, 3), cache_dir=cache)  # sniffed, headerless
+    assert ds["text_a"] == ["一个女孩在梳头。", 'a, "b"'] and ds["text_b"][1] == "c\td"
+    assert ds["label"] == [2.0, 5.0]
+  rows, lines = sources.read_columns(_write(tmp_path / "h.dat", "id||s1||s2\n7||x||y\n"),
+                                     ("s2", "id"), format="pipes")
+  assert rows == [("y", "7")] and lines == [2]
+  with pytest.raises(ClowlabError, match="pipes"):  # no `||`: still unknown
+    sources.load_pairs(_write(tmp_path / "t.txt", "a\tb\n"), cache_dir=cache)
+
+
+def test_pipes_ragged_rows_name_the_line(tmp_path, cache):
+  path = _write(tmp_path / "r.txt", "a||b||c\n1||2||3\n\n1||2\n")
+  with pytest.raises(ClowlabError, match=r"r\.txt line 4 has 2 fields but the header has 3"):
+    sources.load_pairs(path, columns=("a", "b", "c"), cache_dir=cache)
+  path = _write(tmp_path / "n.txt", "1||2||3\n\n\n1||2\n")  # headerless: the row is short
+  with pytest.raises(ClowlabError, match=r"n\.txt line 4 has 2 fields, so column index 2"):
+    sources.load_pairs(path, columns=(0, 1, 2), cache_dir=cache)
+
+
 # ---- real data (skipped without ../shared/data) -------------------------------------------------
 
 def test_shared_stsb_multi_mt_headerless(shared_data, cache):
@@ -196,3 +218,12 @@ def test_shared_glue_tsv_and_multi30k(shared_data, cache):
   m30k = shared_data / "parallel" / "multi30k"
   par = sources.load_parallel(m30k / "val.en.gz", m30k / "val.de.gz", cache_dir=cache)
   assert len(par) == 1014
+
+
+def test_shared_cnsd_sts_pipes(shared_data, cache):
+  from clowlab.evaluators import sts  # noqa: PLC0415
+  ds = sts.load(str(shared_data / "zh_eval" / "cnsd_sts" / "cnsd-sts-test.txt"), (1, 2, 3),
+                cache_dir=cache)
+  assert len(ds) == 1361 and ds.features["label"].dtype == "float32"
+  assert ds[0] == {"text_a": "一个女孩在给她的头发做发型。", "text_b": "一个女孩在梳头。", "label": 2.0}
+  assert set(ds["label"]) <= {0.0, 1.0, 2.0, 3.0, 4.0, 5.0}

@@ -8,6 +8,10 @@ language, translation pairs, removal of evaluation sentences, and language-balan
 Source specs are strings, so they can be set on the command line:
   mono      "LANG:PATH"                   plain text, one text per line (.gz ok)
             "LANG:PATH#COLUMN"            one column (name, or 0-based index) of a CSV/TSV/JSONL
+            "LANG:PATH#@chars"            a one-token-per-line (CoNLL) file, e.g. MSRA NER
+            "LANG:PATH#@tokens"           `char<TAB>tag`: one text per blank-line-separated
+                                          block, its lines' first fields joined with nothing
+                                          (@chars: Chinese characters) or single spaces (@tokens)
   parallel  "SRC-TGT:PATH[#C1,C2]"        a two-column CSV/TSV/JSONL (default: the first two
                                           fields; other extensions are read as TSV), e.g.
                                           Tatoeba/manythings cmn.txt: en<TAB>zh
@@ -46,6 +50,8 @@ from clowlab.errors import ClowlabError
 _VERSION = 1
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
 _LANG = re.compile(r"^[A-Za-z][A-Za-z_]{0,15}$")
+# Pseudo-columns of one-token-per-line files -> the separator that joins a block's tokens.
+_CONLL_JOIN = {"@chars": "", "@tokens": " "}
 
 
 def normalize(text: str) -> str:
@@ -97,8 +103,25 @@ def _file_texts(spec: str) -> list[str]:
   if len(cols) != 1:
     raise ClowlabError(f"clowlab: {spec!r} names {len(cols)} columns; a text source takes one "
                        "(PATH#COLUMN).")
+  if isinstance(cols[0], str) and cols[0].startswith("@"):
+    return _conll_texts(spec, path, cols[0])
   rows, _ = sources.read_columns(path, cols)
   return [r[0].strip() for r in rows if r[0].strip()]
+
+
+def _conll_texts(spec: str, path: str, name: str) -> list[str]:
+  """One text per blank-line-separated block of a one-token-per-line file (`token<TAB>tag`)."""
+  if name not in _CONLL_JOIN:
+    raise ClowlabError(f"clowlab: {spec!r}: unknown pseudo-column {name!r}; one-token-per-line "
+                       f"files take {', '.join(_CONLL_JOIN)}. Use one of those, or a real column.")
+  texts, block = [], []
+  for line in _lines(path) + [""]:  # the sentinel closes the last block
+    if line:
+      block.append(line.split()[0])
+    elif block:  # consecutive blank lines make no empty text
+      texts.append(_CONLL_JOIN[name].join(block))
+      block = []
+  return texts
 
 
 def _pairs(spec: str) -> tuple[str, str, list[tuple[str, str]]]:

@@ -6,6 +6,9 @@
     load_parallel(path, columns=(..., ...))
     read_columns(path, columns=(...))      -> (rows of raw strings, line numbers); no cache
 
+Tables are CSV, TSV, JSONL or "pipes" (fields separated by `||`, no quoting: the CNSD Chinese
+STS-B files `id||sentence1||sentence2||score`).
+
 Files are parsed here (UTF-8, `.gz` transparently) and written once as an Arrow file under
 `cache_dir` by `Dataset.from_generator`; later calls with the same files (same path, size and
 mtime) and options memory-map that cache instead of re-parsing. Nothing is ever written next to
@@ -31,7 +34,8 @@ from clowlab.errors import ClowlabError
 
 # Bump when the parsing below changes, so stale Arrow caches are not reused.
 _PARSER_VERSION = 1
-FORMATS = ("csv", "tsv", "jsonl")
+FORMATS = ("csv", "tsv", "jsonl", "pipes")
+_PIPE = "||"
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 # Column names tried (in order) when `load_pairs(columns=None)`.
 _PAIR_GUESSES = (("sentence1", "sentence2"), ("text_a", "text_b"), ("sentence_a", "sentence_b"),
@@ -72,9 +76,10 @@ def load_pairs(path: Paths, *, columns: Sequence[Column] | None = None,
                cache_dir: str | None = None) -> datasets.Dataset:
   """Sentence pairs with an optional score/label; columns `text_a`, `text_b`[, `label`].
 
-  path: CSV (excel dialect), TSV (no quote processing: GLUE TSVs contain bare quotes) or JSONL;
-    one file or a list of files of the same format. The format comes from the extension (`.gz`
-    stripped) unless `format` is given.
+  path: CSV (excel dialect), TSV (no quote processing: GLUE TSVs contain bare quotes), JSONL or
+    pipes (`a||b||score`, no quoting); one file or a list of files of the same format. The format
+    comes from the extension (`.gz` stripped) unless `format` is given; files with another
+    extension (`.txt`) whose first non-blank line contains `||` are read as pipes.
   columns: (first, second[, label]) as header names or 0-based field indices. None guesses
     common header names (sentence1/sentence2/score, text_a/text_b/label, ...).
   header: whether the first row is a header. Default True unless `columns` are all integers or
@@ -343,7 +348,25 @@ def _read_records(path: str, fmt: str, header: bool) -> Iterator[tuple[int, dict
                        "Fix the row, or pass the right format=.") from None
 
 
+class _PipesReader:
+  """Like csv.reader for "||"-separated lines (no quoting), with the same `line_num`."""
+
+  def __init__(self, lines):
+    self._lines = iter(lines)
+    self.line_num = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> list[str]:
+    line = next(self._lines).rstrip("\r\n")
+    self.line_num += 1
+    return line.split(_PIPE) if line else []
+
+
 def _csv_reader(lines, fmt: str):
+  if fmt == "pipes":
+    return _PipesReader(lines)
   if fmt == "csv":
     return csv.reader(lines, dialect="excel")
   return csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -415,11 +438,21 @@ def _file_format(files: list[str], fmt: str | None) -> str:
     if fmt not in FORMATS:
       raise ClowlabError(f"format={fmt!r} is not supported. Use one of {list(FORMATS)}.")
     return fmt
-  found = {_EXTENSIONS.get(os.path.splitext(p.removesuffix(".gz"))[1].lower()) for p in files}
+  found = {_EXTENSIONS.get(os.path.splitext(p.removesuffix(".gz"))[1].lower()) or _sniff(p)
+           for p in files}
   if len(found) != 1 or None in found:
-    raise ClowlabError(f"Cannot tell the format of {_names(files)} from the extension. "
-                       f"Pass format= (one of {list(FORMATS)}).")
+    raise ClowlabError(f"Cannot tell the format of {_names(files)} from the extension (or a `||` "
+                       f"in the first line, for pipes). Pass format= (one of {list(FORMATS)}).")
   return found.pop()
+
+
+def _sniff(path: str) -> str | None:
+  """The format "pipes" if the first non-blank line of a file with an unknown extension
+  contains `||`, else None."""
+  for _, line in _read_lines(path):
+    if line.strip():
+      return "pipes" if _PIPE in line else None
+  return None
 
 
 def _default_header(header: bool | None, columns, names, fmt: str) -> bool:
@@ -431,7 +464,7 @@ def _default_header(header: bool | None, columns, names, fmt: str) -> bool:
 
 
 def _header_keys(path: str, fmt: str) -> list[str] | None:
-  """The first non-blank row of a CSV/TSV file (its header), or None if the file is empty."""
+  """The first non-blank row of a CSV/TSV/pipes file (its header), or None if the file is empty."""
   for _, line in _read_lines(path):
     if line.strip():
       return [k.strip() for k in next(_csv_reader([line], fmt))]
@@ -439,7 +472,7 @@ def _header_keys(path: str, fmt: str) -> list[str] | None:
 
 
 def _column_keys(path: str, fmt: str, header: bool, names, columns) -> list[str | int]:
-  """What to look up in each record: field indices (CSV/TSV) or keys (JSONL)."""
+  """What to look up in each record: field indices (CSV/TSV/pipes) or keys (JSONL)."""
   if fmt == "jsonl":
     bad = [c for c in columns if not isinstance(c, str)]
     if bad:
