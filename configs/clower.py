@@ -71,6 +71,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.get_config()
   c.method = "clower"
   c.mode = "train_and_eval"
+  c.accelerator_required = (
+      "clowlab: configs/clower.py (default) is the TPU-pod setup (12x768, global batch 2048, "
+      "seq 256, 100k steps) and this machine has only CPU devices: run "
+      "--config=configs/clower.py:runlocal (minutes on CPU) or :small, or pass "
+      "--config.accelerator_required='' to run the pod config here anyway.")
   c.total_steps, c.batch_size, c.seq_len = 100_000, 2048, 256
   c.checkpoint_every, c.eval_every = 2000, 10_000
   c.tokenizer = "chars:21128"
@@ -83,16 +88,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "word_prob": 0.3, "min_chars": 2, "max_words": 8, "temperature": 0.05,
       "mlm_weight": 1.0, "word_weight": 1.0, "sentence_weight": 0.0,
       "word_stop_gradient": False, "layer": -1, "jieba_dict": "", "jieba_cache_dir": ""})
-  c.data = ml_collections.ConfigDict({"train": train_text(), "eval": [], "exclude": excluded()})
+  # Tuples, so the command line can replace them: --config.data.train="('a.txt', 'b.csv#review')"
+  c.data = ml_collections.ConfigDict({"train": tuple(train_text()), "eval": (),
+                                      "exclude": tuple(excluded())})
   c.eval = ml_collections.ConfigDict({"sts": eval_sets("dev")})
   c.best_metric = "eval/stsb_zh_dev/spearman"
   c.optim.lr, c.optim.warmup_steps = 1e-4, 10_000
+  if variant:
+    c.accelerator_required = ""
   if variant == "runlocal":
     c.total_steps, c.batch_size, c.seq_len = 300, 32, 64
     c.checkpoint_every, c.eval_every, c.log_every = 100, 100, 10
     c.tokenizer = "chars:3000"
-    c.data.train = [os.path.join(DEMO, "zh_sentences.txt")]
-    c.data.exclude = []
+    c.data.train = (os.path.join(DEMO, "zh_sentences.txt"),)
+    c.data.exclude = ()
     c.eval.sts = [{"name": "sts_zh_demo", "path": os.path.join(DEMO, "sts_zh_dev.csv"),
                    "columns": ["sentence1", "sentence2", "score"]}]
     c.best_metric = "eval/sts_zh_demo/spearman"
@@ -105,7 +114,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.total_steps, c.batch_size, c.seq_len = 3000, 32, 64
     c.checkpoint_every, c.eval_every, c.log_every = 1000, 0, 50
     c.tokenizer = "chars:6000"
-    c.data.eval = [os.path.join(ZH, "ChnSentiCorp_htl_all.csv") + "#review"]  # held-out domain
+    c.data.eval = (os.path.join(ZH, "ChnSentiCorp_htl_all.csv") + "#review",)  # held-out domain
     c.eval.sts = eval_sets("test")
     c.best_metric = ""
     c.model = ml_collections.ConfigDict({

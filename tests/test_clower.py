@@ -209,3 +209,55 @@ def test_bad_settings_are_named():
     clower.settings(_cfg(**{"clower.word_prob": 0.0}))
   with pytest.raises(ValueError, match="valid"):
     clower_config.get_config("nope")
+
+
+# ---------------------------------------------------------------------------------------------
+# The export promise
+
+
+def _hf_outputs(model_dir, texts):
+  import torch  # noqa: PLC0415
+  from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415
+  tok = AutoTokenizer.from_pretrained(str(model_dir))
+  model = AutoModel.from_pretrained(str(model_dir)).eval()
+  batch = tok(texts, padding=True, return_tensors="pt")
+  with torch.no_grad():
+    out = model(**batch).last_hidden_state.numpy()
+  return {k: v.numpy() for k, v in batch.items()}, out
+
+
+def _clowlab_outputs(workdir, batch):
+  from clowlab.convert import workdir as convert_workdir  # noqa: PLC0415
+  params, ecfg, _, _ = convert_workdir.load_workdir(workdir)
+  out = enc.encode(params["encoder"], jnp.asarray(batch["input_ids"]),
+                   jnp.asarray(batch["attention_mask"]), jnp.asarray(batch["token_type_ids"]),
+                   None, False, cfg=ecfg)
+  return np.asarray(out.last_BLD)
+
+
+@pytest.mark.slow
+def test_continued_m3e_exports_as_the_same_plain_bert(tmp_path, m3e_dir):  # about 60 s
+  pytest.importorskip("torch")
+  from clowlab import convert  # noqa: PLC0415
+  cfg = _cfg(init_from=str(m3e_dir), tokenizer="", total_steps=2, checkpoint_every=2,
+             batch_size=8, cache_dir=str(tmp_path / "cache"))
+  cfg.model = {"compute_dtype": "float32", "scan_layers": False}
+  out = train.train(cfg, str(tmp_path / "w"))
+  assert np.isfinite(out["metrics"]["wcl_loss"])
+  exported = convert.export_workdir(str(tmp_path / "w"), str(tmp_path / "hf"))
+  # Same architecture and tokenizer as the input model...
+  ours, theirs = (json.load(open(os.path.join(d, "config.json"))) for d in (exported, m3e_dir))
+  for key in ("model_type", "vocab_size", "hidden_size", "num_hidden_layers",
+              "num_attention_heads", "intermediate_size", "max_position_embeddings",
+              "type_vocab_size", "hidden_act", "layer_norm_eps", "pad_token_id"):
+    assert ours[key] == theirs[key], key
+  assert ours["architectures"] == ["BertModel"]
+  texts = MIXED + ["一只猫坐在垫子上。"]
+  batch, hf_out = _hf_outputs(exported, texts)
+  want_batch, before = _hf_outputs(m3e_dir, texts)
+  np.testing.assert_array_equal(batch["input_ids"], want_batch["input_ids"])
+  # ... that transformers runs with no code change and clowlab's outputs (within 1e-4).
+  ours_out = _clowlab_outputs(str(tmp_path / "w"), batch)
+  m = batch["attention_mask"].astype(bool)
+  np.testing.assert_allclose(hf_out[m], ours_out[m], atol=1e-4)
+  assert np.abs(hf_out[m] - before[m]).max() > 1e-3  # the 2 CLOWER steps changed the model
