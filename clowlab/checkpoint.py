@@ -38,7 +38,10 @@ class Manager:
                async_save: bool = False, read_only: bool = False):
     policies = [ocm.LatestN(max_to_keep)] if max_to_keep else []
     if best_metric and max_to_keep:
-      policies.append(ocm.BestN(get_metric_fn=lambda m: m[best_metric], n=1,
+      # A save before the first evaluation (or a metric the evaluation never reports, which
+      # train.py warns about) ranks last instead of failing the save.
+      worst = float("inf") if best_mode == "min" else float("-inf")
+      policies.append(ocm.BestN(get_metric_fn=lambda m: m.get(best_metric, worst), n=1,
                                 reverse=best_mode == "min",
                                 keep_checkpoints_without_metrics=False))
     options = ocp.CheckpointManagerOptions(

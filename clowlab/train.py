@@ -378,6 +378,11 @@ def train(cfg, workdir: str) -> dict[str, Any]:
       print(f"clowlab: eval at step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in res.items()),
             flush=True)
     eval_results.update({f"eval/{k}": v for k, v in res.items()})
+    best = cfg.get("best_metric", "") or ""
+    if best and best not in eval_results and jax.process_index() == 0:
+      print(f"clowlab: warning: best_metric={best!r} is not among the evaluation's metrics "
+            f"({', '.join(sorted(eval_results)) or 'none'}); no best checkpoint is kept. Set "
+            "--config.best_metric to one of them.", flush=True)
 
   def save(step, state, metrics=None):
     mngr.save(step, params=state["params"], meta=meta,

@@ -215,12 +215,12 @@ def test_bad_settings_are_named():
 # The export promise
 
 
-def _hf_outputs(model_dir, texts):
+def _hf_outputs(model_dir, texts, max_length=64):
   import torch  # noqa: PLC0415
   from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415
   tok = AutoTokenizer.from_pretrained(str(model_dir))
   model = AutoModel.from_pretrained(str(model_dir)).eval()
-  batch = tok(texts, padding=True, return_tensors="pt")
+  batch = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
   with torch.no_grad():
     out = model(**batch).last_hidden_state.numpy()
   return {k: v.numpy() for k, v in batch.items()}, out
@@ -261,3 +261,20 @@ def test_continued_m3e_exports_as_the_same_plain_bert(tmp_path, m3e_dir):  # abo
   m = batch["attention_mask"].astype(bool)
   np.testing.assert_allclose(hf_out[m], ours_out[m], atol=1e-4)
   assert np.abs(hf_out[m] - before[m]).max() > 1e-3  # the 2 CLOWER steps changed the model
+
+
+def test_from_scratch_on_8_devices_exports_a_char_bert(tmp_path):  # about 40 s
+  pytest.importorskip("torch")
+  from clowlab import convert  # noqa: PLC0415
+  cfg = _cfg(tokenizer="chars:1500", cache_dir=str(tmp_path / "cache"),
+             **{"clower.sentence_weight": 0.1})
+  out = train.train(cfg, str(tmp_path / "w"))
+  m = out["metrics"]
+  assert all(np.isfinite(m[k]) for k in ("mlm_loss", "wcl_loss", "scl_loss"))
+  assert m["words_per_row"] >= 1
+  exported = convert.export_workdir(str(tmp_path / "w"), str(tmp_path / "hf"))
+  assert json.load(open(os.path.join(exported, "config.json")))["vocab_size"] == 1500
+  batch, hf_out = _hf_outputs(exported, MIXED, max_length=cfg.seq_len)
+  ours = _clowlab_outputs(str(tmp_path / "w"), batch)
+  mask = batch["attention_mask"].astype(bool)
+  np.testing.assert_allclose(hf_out[mask], ours[mask], atol=1e-4)
