@@ -278,3 +278,44 @@ def test_from_scratch_on_8_devices_exports_a_char_bert(tmp_path):  # about 40 s
   ours = _clowlab_outputs(str(tmp_path / "w"), batch)
   mask = batch["attention_mask"].astype(bool)
   np.testing.assert_allclose(hf_out[mask], ours[mask], atol=1e-4)
+
+
+def test_jieba_user_dict_and_cache_dir_come_from_the_config(tmp_path, m3e_dir):
+  from clowlab.methods.base import DataContext  # noqa: PLC0415
+  user = tmp_path / "user.dict"
+  user.write_text("香山公园 100 ns\n", encoding="utf-8")
+  text = ["今天天气很好 we went hiking 在香山公园。"]
+  ctx = DataContext(tokenizer=tokenizers.load_tokenizer(str(m3e_dir)), process_index=0,
+                    process_count=1, cache_dir=str(tmp_path / "cache"))
+  plain = clower.segmenting_tokenizer(_cfg(), ctx)
+  cfg = _cfg(**{"clower.jieba_dict": str(user), "clower.jieba_cache_dir": str(tmp_path / "jc")})
+  custom = clower.segmenting_tokenizer(cfg, ctx)
+  words = lambda tok: max(tok.encode(text, max_len=64)["word_ids"][0])  # noqa: E731
+  assert words(custom) < words(plain)  # 香山 + 公园 became one word
+  assert os.listdir(tmp_path / "jc") == ["jieba.cache"]
+  assert custom.fingerprint != plain.fingerprint  # tokenized-data caches are keyed by it
+  with pytest.raises(ClowlabError, match="does not exist"):
+    clower.segmenting_tokenizer(override(_cfg(), **{"clower.jieba_dict": str(tmp_path / "no")}),
+                                ctx)
+
+
+@pytest.mark.slow
+def test_a_run_writes_only_under_its_workdir(tmp_path):  # about 40 s
+  import subprocess  # noqa: PLC0415
+  import sys  # noqa: PLC0415
+  outside = tmp_path / "home"
+  outside.mkdir()
+  env = {**os.environ, "HOME": str(outside), "TMPDIR": str(outside), "XDG_CACHE_HOME": str(outside),
+         "HF_HOME": str(outside / "hf"), "CLOWLAB_CACHE": str(outside / "clowlab")}
+  env.pop("XLA_FLAGS", None)
+  w = tmp_path / "w"
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  subprocess.run([sys.executable, "-m", "clowlab.main", "--config=configs/clower.py:runlocal",
+                  f"--workdir={w}", "--config.total_steps=2", "--config.checkpoint_every=2",
+                  "--config.eval_every=0", "--config.mode=train", "--config.progress_bar=False",
+                  "--config.tokenizer=chars:800"], cwd=repo, env=env, check=True,
+                 capture_output=True)
+  assert (w / "cache" / "jieba" / "jieba.cache").is_file()
+  assert (w / "checkpoints").is_dir()
+  left = [str(p.relative_to(outside)) for p in outside.rglob("*") if p.is_file()]
+  assert not left, left
