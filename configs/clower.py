@@ -84,7 +84,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mlm = ml_collections.ConfigDict({"mask_prob": 0.15, "whole_word": False,
                                      "max_predictions": 0})
   c.clower = ml_collections.ConfigDict({
-      "word_prob": 0.3, "min_chars": 2, "max_words": 8, "temperature": 0.05,
+      "word_prob": 0.3, "min_chars": 2, "max_words": 4, "max_word_tokens": 8,
+      "temperature": 0.05,
       "mlm_weight": 1.0, "word_weight": 1.0, "sentence_weight": 0.0,
       "word_stop_gradient": False, "layer": -1, "jieba_dict": "", "jieba_cache_dir": ""})
   # Tuples, so the command line can replace them: --config.data.train="('a.txt', 'b.csv#review')"

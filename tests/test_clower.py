@@ -103,7 +103,7 @@ def test_word_view_masks_whole_jieba_words(zh_tok, jieba_cache):
   L = 40
   batch, offsets = _padded(zh_tok, MIXED, L)
   assert batch["attention_mask"][1].sum() == L  # the second text is truncated
-  cfg = _cfg(**{"clower.word_prob": 1.0, "clower.max_words": 16})
+  cfg = _cfg(**{"clower.word_prob": 1.0, "clower.max_words": 16, "clower.max_word_tokens": 12})
   out = clower.ClowerTransform(zh_tok, cfg)(batch, masking.row_keys(0, 0, np.arange(3)))
   seg = chinese.JiebaSegmenter(cache_dir=jieba_cache)
   for b, text in enumerate(MIXED):
@@ -119,6 +119,13 @@ def test_word_view_masks_whole_jieba_words(zh_tok, jieba_cache):
       assert np.all(out["word_input_ids"][b, pos] == zh_tok.mask_id)
     chosen = np.isin(batch["word_ids"][b], slots)
     np.testing.assert_array_equal(out["word_input_ids"][b, ~chosen], batch["input_ids"][b, ~chosen])
+    # Each slot's word unit is [CLS] + its tokens + [SEP], weighted at its own tokens only.
+    for j, w in enumerate(out["word_slots"][b]):
+      ids, mask = out["word_unit_ids"][b, j], out["word_unit_mask"][b, j]
+      toks = batch["input_ids"][b][batch["word_ids"][b] == w] if w >= 0 else []
+      n = len(toks)
+      assert list(ids[:n + 2]) == [zh_tok.cls_id, *toks, zh_tok.sep_id]
+      assert mask.sum() == n + 2 and out["word_unit_weights"][b, j].sum() == n
   # Mixed text: "iPhone12" is one jieba word of one token (not eligible), 手机 is eligible.
   ids0 = [zh_tok.id_to_token(int(i)) for i in batch["input_ids"][0]]
   mask0 = out["word_input_ids"][0] == zh_tok.mask_id
@@ -199,7 +206,7 @@ def test_loss_on_8_devices_equals_1_device(zh_tok):
   cfg_mlm = override(_cfg(), method="mlm")
   want, _, _ = mlm.loss(params, {}, batch, jax.random.key(3), ecfg, cfg_mlm)
   chex.assert_trees_all_close(lm, want, rtol=1e-6)
-  assert clower.passes(cfg0) == 1 and clower.passes(cfg) == 2
+  assert clower.passes(cfg0) == 1 and clower.passes(cfg) == 2 + 4 * 8 / 32
 
 
 def test_bad_settings_are_named():

@@ -4,18 +4,19 @@ The model stays a plain character BERT (its input pipeline, vocabulary and expor
 any char-level Chinese BERT); jieba words only shape the training signal. Per step, for a batch
 of sentences segmented once in the input pipeline:
 
-  char view  the sentence with BERT MLM corruption of single characters (15 %, 80/10/10);
-             gives the char-MLM loss and the character representations.
+  char view  the sentence with BERT MLM corruption of single characters (15 %, 80/10/10):
+             the char-MLM loss.
   word view  the same sentence with a few selected jieba words (`word_prob` of the words with at
              least `min_chars` characters, at most `max_words` per row) replaced as wholes by
-             [MASK]: the encoder must represent each selected word as one unit from its
-             context.
-  word-char contrast (WCL)  for every selected word w: c_w = mean of the char view's last hidden
-             states over w's characters, z_w = mean of the word view's over the same positions;
-             after a shared projection head, InfoNCE pulls c_w to z_w and pushes it from every
-             other selected word of the global batch (same sentence and other rows, gathered
-             across devices), in both directions. Other occurrences of the same word (same
-             character ids) are not used as negatives.
+             [MASK]. c_w = mean of its hidden states over w's character positions: what the
+             character positions hold about w from the context alone.
+  word unit  each selected word encoded on its own, `[CLS] w [SEP]` (at most `max_word_tokens`
+             tokens): z_w = mean over w's characters, the word as one coarse-grained unit,
+             composed by the same encoder.
+  word-char contrast (WCL)  after a shared projection head, InfoNCE pulls c_w to z_w and pushes
+             it from the units of every other selected word of the global batch (same sentence
+             and other rows, gathered across devices), both directions. Other occurrences of the
+             same word (same character ids) are not used as negatives.
   optional word-level sentence contrast (`sentence_weight`): mean-pooled char view vs word view
              of the same sentence, InfoNCE over the global batch.
 
@@ -23,8 +24,8 @@ of sentences segmented once in the input pipeline:
 
 At inference only the encoder is kept (the projection head is dropped); sentence embeddings are
 mean-pooled. With word_weight = sentence_weight = 0 the step is exactly char-MLM (the baseline
-of the comparison) and runs one encoder pass. docs/methods/clower.md has the design and the
-alternatives considered.
+of the comparison) and runs one encoder pass. docs/methods/clower.md has the design, the first
+design we tried and why it failed, and the alternatives considered.
 """
 from __future__ import annotations
 
@@ -46,10 +47,11 @@ from clowlab.models import heads, poolers
 DEFAULTS = {
     "word_prob": 0.3,        # of the eligible words of a row, selected for the word view
     "min_chars": 2,          # eligible words have at least this many tokens
-    "max_words": 8,          # word slots per row (static shape)
+    "max_words": 4,          # word slots per row (static shape)
+    "max_word_tokens": 8,    # [CLS] word [SEP] length of the word-unit pass (longer: cut)
     "temperature": 0.05,
     "mlm_weight": 1.0, "word_weight": 1.0, "sentence_weight": 0.0,
-    "word_stop_gradient": False,  # True: the word view is a target only (no gradient)
+    "word_stop_gradient": False,  # True: the word units are targets only (no gradient)
     "layer": -1,             # hidden layer the contrast reads (-1 = last)
     "jieba_dict": "",        # jieba user dictionary ("" = jieba's default dictionary only)
     "jieba_cache_dir": "",   # jieba's prefix-dict cache ("" = <cache_dir>/jieba)
@@ -65,10 +67,12 @@ def settings(cfg) -> ml_collections.ConfigDict:
     raise ClowlabError(f"clowlab: unknown key clower.{unknown[0]}; valid: "
                        f"{', '.join(sorted(DEFAULTS))}.")
   c.update(given)
-  if not 0.0 < c["word_prob"] <= 1.0 or c["max_words"] < 1 or c["min_chars"] < 1:
-    raise ClowlabError("clowlab: clower.word_prob must be in (0, 1], clower.max_words >= 1 and "
-                       f"clower.min_chars >= 1 (got {c['word_prob']}, {c['max_words']}, "
-                       f"{c['min_chars']}).")
+  if not 0.0 < c["word_prob"] <= 1.0 or c["max_words"] < 1 or c["min_chars"] < 1 or (
+      c["max_word_tokens"] < 3):
+    raise ClowlabError("clowlab: clower.word_prob must be in (0, 1], clower.max_words >= 1, "
+                       "clower.min_chars >= 1 and clower.max_word_tokens >= 3 (got "
+                       f"{c['word_prob']}, {c['max_words']}, {c['min_chars']}, "
+                       f"{c['max_word_tokens']}).")
   if c["temperature"] <= 0:
     raise ClowlabError(f"clowlab: clower.temperature={c['temperature']} must be > 0, e.g. 0.05.")
   return ml_collections.ConfigDict(c)
@@ -121,28 +125,50 @@ def word_keys(input_ids_BL: np.ndarray, word_ids_BL: np.ndarray,
   return np.where(slots_BW >= 0, keys, -1).astype(np.int32)
 
 
+def word_units(input_ids_BL: np.ndarray, word_ids_BL: np.ndarray, slots_BW: np.ndarray, *,
+               length: int, cls_id: int, sep_id: int, pad_id: int) -> dict[str, np.ndarray]:
+  """Each slot's word on its own: ids [B, W, length] `[CLS] w [SEP]` (pad after; an empty slot is
+  `[CLS] [SEP]`), attention mask, and weights 1 at the word's own tokens (its first length - 2)."""
+  B, W = slots_BW.shape
+  ids_BWT = np.full((B, W, length), pad_id, np.int32)
+  weights_BWT = np.zeros((B, W, length), np.float32)
+  for b, w in zip(*np.nonzero(slots_BW >= 0)):
+    toks = input_ids_BL[b, word_ids_BL[b] == slots_BW[b, w]][:length - 2]
+    ids_BWT[b, w, 1:1 + len(toks)] = toks
+    weights_BWT[b, w, 1:1 + len(toks)] = 1.0
+  n_BW = weights_BWT.sum(-1).astype(np.int64)
+  ids_BWT[:, :, 0] = cls_id
+  np.put_along_axis(ids_BWT, (n_BW + 1)[..., None], sep_id, axis=2)
+  mask_BWT = (np.arange(length) < (n_BW + 2)[..., None]).astype(np.int32)
+  return {"word_unit_ids": ids_BWT, "word_unit_mask": mask_BWT, "word_unit_weights": weights_BWT}
+
+
 class ClowerTransform:
-  """Loader transform: char-view MLM masks + word slots + the whole-word-masked word view."""
+  """Loader transform: char-view MLM masks + word slots + the whole-word-masked word view + the
+  word units."""
 
   def __init__(self, tokenizer, cfg):
     c = settings(cfg)
     self.masker = masking.MlmMasker.from_tokenizer(tokenizer, masking.MaskingConfig(
         mask_prob=cfg.mlm.mask_prob, whole_word=False))
     self.word_view = uses_word_view(cfg)
-    self.mask_id = tokenizer.mask_id
-    self.word_prob, self.min_chars, self.max_words = c.word_prob, c.min_chars, c.max_words
+    self.tok = tokenizer
+    self.c = c
 
   def __call__(self, batch: dict, keys_B: np.ndarray) -> dict:
     out = self.masker(batch, keys_B)
     if not self.word_view:
       return out
+    c, tok = self.c, self.tok
     ids_BL, wid_BL = batch["input_ids"], batch["word_ids"]
-    slots_BW = select_words(wid_BL, keys_B, word_prob=self.word_prob, min_chars=self.min_chars,
-                            max_words=self.max_words)
+    slots_BW = select_words(wid_BL, keys_B, word_prob=c.word_prob, min_chars=c.min_chars,
+                            max_words=c.max_words)
     chosen_BL = ((wid_BL[:, :, None] == slots_BW[:, None, :]) & (slots_BW[:, None, :] >= 0)).any(2)
-    out["word_input_ids"] = np.where(chosen_BL, self.mask_id, ids_BL).astype(np.int32)
+    out["word_input_ids"] = np.where(chosen_BL, tok.mask_id, ids_BL).astype(np.int32)
     out["word_slots"] = slots_BW
     out["word_keys"] = word_keys(ids_BL, wid_BL, slots_BW)
+    out.update(word_units(ids_BL, wid_BL, slots_BW, length=c.max_word_tokens, cls_id=tok.cls_id,
+                          sep_id=tok.sep_id, pad_id=tok.pad_id))
     return out
 
 
@@ -248,14 +274,19 @@ def loss(params, state, batch, rng, ecfg: enc.EncoderConfig, cfg):
     return total, metrics, state
   word = enc.encode(params["encoder"], batch["word_input_ids"], mask_BL,
                     batch["token_type_ids"], r_word, True, cfg=ecfg)
-  h_char_BLD, h_word_BLD = _hidden(char, c.layer), _hidden(word, c.layer)
-  if c.word_stop_gradient:
-    h_word_BLD = jax.lax.stop_gradient(h_word_BLD)
-  proj = lambda x: heads.projection(params["clower_proj"], x, "tanh", final_activation=True)
   slots_BW, wid_BL = batch["word_slots"], batch["word_ids"]
-  B, W = slots_BW.shape
-  c_ND = proj(span_means(h_char_BLD, wid_BL, slots_BW)).reshape(B * W, -1)
-  z_ND = proj(span_means(h_word_BLD, wid_BL, slots_BW)).reshape(B * W, -1)
+  B, W, T = batch["word_unit_ids"].shape
+  unit = enc.encode(params["encoder"], batch["word_unit_ids"].reshape(B * W, T),
+                    batch["word_unit_mask"].reshape(B * W, T),
+                    jnp.zeros((B * W, T), jnp.int32), jax.random.fold_in(rng, 2), True, cfg=ecfg)
+  h_unit_NTD = _hidden(unit, c.layer).astype(jnp.float32)
+  if c.word_stop_gradient:
+    h_unit_NTD = jax.lax.stop_gradient(h_unit_NTD)
+  w_NT = batch["word_unit_weights"].reshape(B * W, T)
+  unit_ND = jnp.einsum("nt,ntd->nd", w_NT, h_unit_NTD) / jnp.maximum(w_NT.sum(1), 1.0)[:, None]
+  proj = lambda x: heads.projection(params["clower_proj"], x, "tanh", final_activation=True)
+  c_ND = proj(span_means(_hidden(word, c.layer), wid_BL, slots_BW)).reshape(B * W, -1)
+  z_ND = proj(unit_ND)
   valid_N = (slots_BW >= 0).reshape(-1)
   wcl, acc = word_char_nce(c_ND, z_ND, batch["word_keys"].reshape(-1), valid_N, c.temperature)
   metrics.update({"wcl_loss": wcl, "wcl_accuracy": acc,
@@ -271,8 +302,13 @@ def loss(params, state, batch, rng, ecfg: enc.EncoderConfig, cfg):
   return total, metrics, state
 
 
-def passes(cfg) -> int:
-  return 2 if uses_word_view(cfg) else 1
+def passes(cfg) -> float:
+  """Encoder passes per example, in sequence-length units: char view + word view + the word
+  units (max_words x max_word_tokens tokens)."""
+  if not uses_word_view(cfg):
+    return 1
+  c = settings(cfg)
+  return 2 + c.max_words * c.max_word_tokens / cfg.seq_len
 
 
 # ----------------------------------------------------------------------------------------------
