@@ -103,8 +103,8 @@ def test_batch_not_divisible_and_bad_mesh(tmp_path, shared_tokenizer):
     train.train(tiny_cfg(batch_size=12), _workdir(tmp_path, "e", shared_tokenizer))
   with pytest.raises(ClowlabError, match="needs 16 devices but 8 are available"):
     sharding.make_mesh({"data": 4, "fsdp": 4})
-  with pytest.raises(ClowlabError, match="unknown method 'mlmm'; valid: bert_flow, coco_lm, electra, infoxlm, "
-                     "layer_attention, mlm, simcse"):
+  with pytest.raises(ClowlabError, match="unknown method 'mlmm'; valid: bert_flow, clower, coco_lm, electra, "
+                     "infoxlm, layer_attention, mlm, simcse"):
     methods.get("mlmm")
 
 
