@@ -16,6 +16,14 @@ for seed in 0 1 2; do
     touch "$w/done"
   done
 done
+# The word-char weight at 0.3 (seed 0).
+w=$RUNS/small_w03_s0
+if [ ! -f "$w/done" ]; then
+  python -m clowlab.main --config=configs/clower.py:small --workdir="$w" \
+    --config.cache_dir="$RUNS/cache" --config.seed=0 --config.clower.word_weight=0.3 \
+    --config.progress_bar=False > "$w.log" 2>&1
+  touch "$w/done"
+fi
 # Matching accuracy: finetune on LCQMC dev (first 4000 pairs), test on LCQMC test.
 for w in "$RUNS"/small*_s[0-9]; do
   out=$w.lcqmc.json

@@ -8,10 +8,12 @@ import pathlib
 import statistics
 import sys
 
-METHODS = {"small_mlm": "char-MLM only", "small": "CLOWER (MLM + word-char contrast)"}
+METHODS = {"small_mlm": "char-MLM only", "small": "CLOWER (MLM + word-char contrast)",
+           "small_w03": "CLOWER, word_weight 0.3",
+           "small_v1": "first design, dropped (span vs span, same sentence)"}
 COLUMNS = [("stsb_zh_test/spearman", "STS-B zh test"), ("cnsd_test/spearman", "CNSD STS-B test"),
            ("lcqmc_test/spearman", "LCQMC test (Spearman)"), ("lcqmc_ft/accuracy", "LCQMC finetuned acc."),
-           ("mlm_accuracy", "held-out MLM acc."), ("perplexity", "held-out MLM ppl")]
+           ("mlm_accuracy", "held-out MLM acc. %"), ("perplexity", "held-out MLM ppl")]
 
 
 def run_results(d: pathlib.Path, run: str) -> dict:
@@ -22,6 +24,7 @@ def run_results(d: pathlib.Path, run: str) -> dict:
     evals = [r for r in rows if r.get("split") == "eval"]
     if evals:
       out.update(evals[-1])
+      out["mlm_accuracy"] = 100 * out["mlm_accuracy"]
     train = [r for r in rows if r.get("split") == "train" and "ms_per_step" in r]
     if train:
       out["ms_per_step"] = statistics.median(r["ms_per_step"] for r in train[1:] or train)
