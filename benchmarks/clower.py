@@ -192,7 +192,7 @@ def step_figures(batch, L, args) -> dict:
     # Only the inputs the step reads: the MLM step gets no word-view arrays.
     keep = ["input_ids", "attention_mask", "token_type_ids", "mlm_labels", "mlm_weights"]
     if clower.uses_word_view(cfg):
-      keep += ["word_ids", "word_input_ids", "word_slots", "word_keys"]
+      keep += [k for k in batch if k.startswith("word_")]  # ids, slots, keys, units
     data = jax.device_put({k: batch[k] for k in keep})
     runs[name] = {"state": [params, tx.init(params)], "step": make_step(ecfg, cfg, tx),
                   "data": data, "i": 0, "passes": clower.passes(cfg), "times": []}
