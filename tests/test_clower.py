@@ -326,3 +326,16 @@ def test_a_run_writes_only_under_its_workdir(tmp_path):  # about 40 s
   assert (w / "checkpoints").is_dir()
   left = [str(p.relative_to(outside)) for p in outside.rglob("*") if p.is_file()]
   assert not left, left
+
+
+def test_excluded_sentences_leave_the_training_text_not_the_held_out_text(tmp_path):
+  text = tmp_path / "zh.txt"
+  text.write_text("我们今天去公园。你好吗？\n天气很好。\n", encoding="utf-8")
+  held = tmp_path / "held.csv"
+  held.write_text("天气很好。,x\n", encoding="utf-8")
+  cfg = _cfg(**{"data.train": (str(text),), "data.eval": (str(text),),
+                "data.exclude": (str(held) + "#0",)})
+  read = lambda key: open(clower.corpus_file(cfg, str(tmp_path / "c"), key),  # noqa: E731
+                          encoding="utf-8").read().split()
+  assert read("train") == ["我们今天去公园。", "你好吗？"]
+  assert read("eval") == ["我们今天去公园。", "你好吗？", "天气很好。"]

@@ -174,13 +174,14 @@ class ClowerTransform:
 
 def corpus_file(cfg, cache_dir: str, key: str = "train") -> str:
   """The sentences of config.data.<key> (specs PATH, PATH#COLUMN, PATH#@chars), one per line,
-  with config.data.exclude's sentences removed; prepared once under cache_dir."""
+  prepared once under cache_dir; training text without config.data.exclude's sentences."""
   specs = list(cfg.data.get(key, []) or [])
   if not specs:
     raise ClowlabError(f"clowlab: config.data.{key} is empty; give Chinese text files (PATH, "
                        "PATH#COLUMN for CSV/TSV/JSONL, PATH#@chars for one-char-per-line).")
   corpus = multilingual.prepare(mono=[f"zh:{s}" for s in specs],
-                                exclude=list(cfg.data.get("exclude", []) or []),
+                                exclude=list(cfg.data.get("exclude", []) or [])
+                                if key == "train" else [],
                                 mono_from_parallel=False, cache_dir=cache_dir)
   return corpus.mono_files["zh"]
 
