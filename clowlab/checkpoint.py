@@ -7,7 +7,8 @@ A workdir holds `checkpoints/<step>/` directories, each a composite of named ite
   data         JSON: the data iterator's state (training), so resume replays the same batches
 Orbax writes each step into a temporary directory and renames it when complete, so a crash
 mid-save never leaves a half-written step that looks finished. Restoring takes target
-shardings, so a checkpoint written on one mesh restores onto another.
+shardings, so a checkpoint written on one mesh restores onto another. A training run holds
+`workdir_lock` for its whole life, so two runs never write the same workdir.
 """
 from __future__ import annotations
 
@@ -24,6 +25,39 @@ from clowlab.errors import ClowlabError
 
 FORMAT_VERSION = 1
 CHECKPOINT_SUBDIR = "checkpoints"
+LOCK_FILE = ".clowlab.lock"
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str | os.PathLike, enabled: bool = True):
+  """Holds an exclusive lock on `workdir` (an flock on <workdir>/.clowlab.lock) or refuses.
+
+  The kernel drops the lock when the holder exits, however it dies (SIGKILL included), so a
+  crashed run never leaves a stale lock. The file records the holder's pid and host for the
+  message. enabled=False (processes other than 0 of a multi-host run) does nothing.
+  """
+  if not enabled:
+    yield
+    return
+  import fcntl  # noqa: PLC0415 - POSIX only, like the TPU VMs and CPU hosts we run on
+  import socket  # noqa: PLC0415
+  path = pathlib.Path(workdir) / LOCK_FILE
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "unknown"
+      raise ClowlabError(
+          f"clowlab: workdir {workdir} is in use by another run ({holder}; lock {path}). Wait "
+          "for it to finish or stop it, or pass another --workdir; a run that died has already "
+          "released the lock.") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the flock
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> pathlib.Path:

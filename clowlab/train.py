@@ -291,9 +291,15 @@ def _agree(flag: bool) -> bool:
 def train(cfg, workdir: str) -> dict[str, Any]:
   """Trains `cfg.method` for cfg.total_steps steps in workdir; returns the last metrics."""
   sharding.maybe_initialize_distributed(cfg)
-  method = methods.get(cfg.method)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
+  # One run per workdir: a second one would interleave checkpoints and metrics.
+  with checkpoint.workdir_lock(workdir, enabled=jax.process_index() == 0):
+    return _train(cfg, workdir)
+
+
+def _train(cfg, workdir: str) -> dict[str, Any]:
+  method = methods.get(cfg.method)
   need_accel = cfg.get("accelerator_required", "") or ""
   if need_accel and jax.default_backend() == "cpu":
     # A pod-scale config on a laptop: one line saying what to run instead, not an OOM later.

@@ -34,3 +34,29 @@ def test_restore_errors(tmp_path):
     checkpoint.restore(tmp_path / "w", step=7)
   params, meta, step = checkpoint.restore(tmp_path / "w")
   assert step == 3 and meta["a"] == 1
+
+
+def test_a_second_run_on_the_same_workdir_is_refused_and_a_killed_one_frees_it(tmp_path):
+  import signal  # noqa: PLC0415
+  import subprocess  # noqa: PLC0415
+  import sys  # noqa: PLC0415
+
+  from clowlab import train  # noqa: PLC0415
+  from tiny import tiny_cfg  # noqa: PLC0415
+  holder = subprocess.Popen(
+      [sys.executable, "-c", "import sys, time; from clowlab import checkpoint\n"
+       f"with checkpoint.workdir_lock({str(tmp_path)!r}):\n"
+       "  print('locked', flush=True); time.sleep(120)"],
+      stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(ClowlabError, match=rf"in use by another run \(pid {holder.pid} on host"):
+      train.train(tiny_cfg(), str(tmp_path))  # refused before any data, model or checkpoint
+    assert not checkpoint.checkpoint_dir(tmp_path).exists()
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+  with checkpoint.workdir_lock(tmp_path):  # the dead holder left no stale lock
+    with pytest.raises(ClowlabError, match="in use"):
+      with checkpoint.workdir_lock(tmp_path):
+        pass
