@@ -138,27 +138,25 @@ def resolve_tokenizer(cfg, workdir: str, spm_text=None):
   if not tok_dir.is_dir() and jax.process_index() == 0:
     spec = cfg.get("tokenizer", "") or ""
     src = spec or cfg.get("init_from", "")
-    if spec.startswith("spm:"):
-      # Train a sentencepiece model on the training text: "spm:<vocab>[:unigram|bpe]".
-      parts = spec.split(":")
-      files = spm_text() if spm_text is not None else list(cfg.data.train)
-      tmp = pathlib.Path(workdir) / (TOKENIZER_SUBDIR + ".tmp")
-      train_spm.train_spm(files, str(tmp / "spm"), int(parts[1]),
-                          model_type=parts[2] if len(parts) > 2 else "unigram", num_threads=1)
-      os.replace(tmp, tok_dir)
-    elif spec.startswith("chars:"):
-      # A character-level Chinese BERT vocabulary counted on the training text: "chars:<vocab>".
-      from clowlab.data import char_vocab  # noqa: PLC0415
-      size = spec.removeprefix("chars:")
-      if not size.isdigit():
-        raise ClowlabError(f"clowlab: --config.tokenizer={spec!r}: 'chars:' takes the vocab size "
-                           "(special tokens included) as an integer, e.g. 'chars:8000'.")
+    if spec.startswith(("spm:", "chars:")):
+      # Built from the training text into a temporary dir, then renamed into place:
+      # "spm:<vocab>[:unigram|bpe]" (sentencepiece) or "chars:<vocab>" (a char-level BERT vocab).
+      kind, _, rest = spec.partition(":")
+      parts = rest.split(":")
+      if not parts[0].isdigit():
+        raise ClowlabError(f"clowlab: --config.tokenizer={spec!r}: '{kind}:' takes the vocab "
+                           f"size (special tokens included) as an integer, e.g. '{kind}:8000'.")
       files = spm_text() if spm_text is not None else list(cfg.data.train)
       tmp = pathlib.Path(workdir) / (TOKENIZER_SUBDIR + ".tmp")
       if tmp.is_dir():  # left by an interrupted build
         import shutil  # noqa: PLC0415
         shutil.rmtree(tmp)
-      char_vocab.build_char_tokenizer(files, str(tmp), int(size))
+      if kind == "spm":
+        train_spm.train_spm(files, str(tmp / "spm"), int(parts[0]),
+                            model_type=parts[1] if len(parts) > 1 else "unigram", num_threads=1)
+      else:
+        from clowlab.data import char_vocab  # noqa: PLC0415
+        char_vocab.build_char_tokenizer(files, str(tmp), int(parts[0]))
       os.replace(tmp, tok_dir)
     elif src:
       if _is_workdir(src):

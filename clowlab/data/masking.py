@@ -95,7 +95,7 @@ class MlmMasker:
     else:
       keys_B = np.asarray(keys_B, np.uint64)
       u_BLD = key_uniforms(keys_B, length, _NUM_DRAWS)
-      u_round_B = key_uniforms(_mix64(keys_B ^ _GOLDEN), 1, 1)[:, 0, 0]
+      u_round_B = key_uniforms(mix64(keys_B ^ _GOLDEN), 1, 1)[:, 0, 0]
     return mask_with_uniforms(
         ids_BL, u_BLD, u_round_B, maskable_V=self._maskable_V, random_ids=self._random_ids,
         mask_id=self.mask_id, config=self.config,
@@ -110,7 +110,7 @@ class MlmMasker:
       if isinstance(view, dict) and "input_ids" in view and (
           self.views is None or name in self.views):
         salt = np.uint64(zlib.crc32(name.encode()))  # independent masks per view
-        out[name] = {**view, **self._mask_view(view, _mix64(keys_B ^ salt))}
+        out[name] = {**view, **self._mask_view(view, mix64(keys_B ^ salt))}
     return out
 
   def _mask_view(self, view: dict, keys_B) -> dict:
@@ -173,7 +173,7 @@ def mask_with_uniforms(ids_BL: np.ndarray, u_BLD: np.ndarray, u_round_B: np.ndar
 # Counter-based randomness: uniforms as a pure function of (key, position, draw).
 
 
-def _mix64(x: np.ndarray) -> np.ndarray:
+def mix64(x: np.ndarray) -> np.ndarray:
   """SplitMix64 finaliser: a bijective hash of uint64s (wrapping arithmetic is intended)."""
   x = np.asarray(x, np.uint64)
   with np.errstate(over="ignore"):
@@ -184,14 +184,14 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 
 def row_keys(seed: int, epoch: int, records_B: np.ndarray) -> np.ndarray:
   """One uint64 key per row from (seed, epoch, record index); the loader's per-row randomness."""
-  base = _mix64(_mix64(np.uint64(seed % 2**64)) ^ np.uint64(epoch % 2**64))
+  base = mix64(mix64(np.uint64(seed % 2**64)) ^ np.uint64(epoch % 2**64))
   records_B = np.asarray(records_B, np.int64).astype(np.uint64)  # -1 (padding row) wraps
-  return _mix64(base ^ _mix64(records_B + _GOLDEN))
+  return mix64(base ^ mix64(records_B + _GOLDEN))
 
 
 def key_uniforms(keys_B: np.ndarray, length: int, draws: int) -> np.ndarray:
   """Uniforms [B, length, draws] in [0, 1); entry (b, t, d) depends only on (keys_B[b], t, d)."""
   counters = np.arange(1, length * draws + 1, dtype=np.uint64).reshape(length, draws)
   with np.errstate(over="ignore"):
-    x = _mix64(np.asarray(keys_B, np.uint64)[:, None, None] + counters * _GOLDEN)
+    x = mix64(np.asarray(keys_B, np.uint64)[:, None, None] + counters * _GOLDEN)
   return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))

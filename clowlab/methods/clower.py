@@ -57,6 +57,7 @@ DEFAULTS = {
     "jieba_cache_dir": "",   # jieba's prefix-dict cache ("" = <cache_dir>/jieba)
 }
 _SALT = np.uint64(0x636C6F776572)  # "clower": word selection independent of the char masks
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # spreads (token id, rank in word) before hashing
 
 
 def settings(cfg) -> ml_collections.ConfigDict:
@@ -112,28 +113,33 @@ def select_words(word_ids_BL: np.ndarray, keys_B: np.ndarray, *, word_prob: floa
   return out_BW
 
 
-def word_keys(input_ids_BL: np.ndarray, word_ids_BL: np.ndarray,
-              slots_BW: np.ndarray) -> np.ndarray:
-  """An int32 hash of each slot's token ids (equal words, equal keys; -1 for empty slots)."""
-  B, L = input_ids_BL.shape
-  in_BWL = (word_ids_BL[:, None, :] == slots_BW[:, :, None]) & (slots_BW[:, :, None] >= 0)
+def word_keys(input_ids_BL: np.ndarray, in_BWL: np.ndarray, slots_BW: np.ndarray) -> np.ndarray:
+  """An int32 hash of each slot's token ids (equal words, equal keys; -1 for empty slots).
+
+  in_BWL: whether token l belongs to slot w (`slot_membership`).
+  """
   rank_BWL = np.cumsum(in_BWL, axis=2)  # 1-based position of the token inside its word
-  tok = input_ids_BL.astype(np.uint64)[:, None, :] + rank_BWL.astype(np.uint64) * masking._GOLDEN  # noqa: SLF001
+  tok = input_ids_BL.astype(np.uint64)[:, None, :] + rank_BWL.astype(np.uint64) * _GOLDEN
   with np.errstate(over="ignore"):
-    h_BW = np.where(in_BWL, masking._mix64(tok), np.uint64(0)).sum(2, dtype=np.uint64)  # noqa: SLF001
-  keys = (masking._mix64(h_BW) >> np.uint64(33)).astype(np.int32)  # noqa: SLF001
+    h_BW = np.where(in_BWL, masking.mix64(tok), np.uint64(0)).sum(2, dtype=np.uint64)
+  keys = (masking.mix64(h_BW) >> np.uint64(33)).astype(np.int32)
   return np.where(slots_BW >= 0, keys, -1).astype(np.int32)
 
 
-def word_units(input_ids_BL: np.ndarray, word_ids_BL: np.ndarray, slots_BW: np.ndarray, *,
-               length: int, cls_id: int, sep_id: int, pad_id: int) -> dict[str, np.ndarray]:
+def slot_membership(word_ids_BL, slots_BW):
+  """[B, W, L]: token l belongs to the (non-empty) slot w; numpy or jax arrays."""
+  return (word_ids_BL[:, None, :] == slots_BW[:, :, None]) & (slots_BW[:, :, None] >= 0)
+
+
+def word_units(input_ids_BL: np.ndarray, in_BWL: np.ndarray, *, length: int, cls_id: int,
+               sep_id: int, pad_id: int) -> dict[str, np.ndarray]:
   """Each slot's word on its own: ids [B, W, length] `[CLS] w [SEP]` (pad after; an empty slot is
   `[CLS] [SEP]`), attention mask, and weights 1 at the word's own tokens (its first length - 2)."""
-  B, W = slots_BW.shape
+  B, W, _ = in_BWL.shape
   ids_BWT = np.full((B, W, length), pad_id, np.int32)
   weights_BWT = np.zeros((B, W, length), np.float32)
-  for b, w in zip(*np.nonzero(slots_BW >= 0)):
-    toks = input_ids_BL[b, word_ids_BL[b] == slots_BW[b, w]][:length - 2]
+  for b, w in zip(*np.nonzero(in_BWL.any(2))):
+    toks = input_ids_BL[b, in_BWL[b, w]][:length - 2]
     ids_BWT[b, w, 1:1 + len(toks)] = toks
     weights_BWT[b, w, 1:1 + len(toks)] = 1.0
   n_BW = weights_BWT.sum(-1).astype(np.int64)
@@ -163,11 +169,11 @@ class ClowerTransform:
     ids_BL, wid_BL = batch["input_ids"], batch["word_ids"]
     slots_BW = select_words(wid_BL, keys_B, word_prob=c.word_prob, min_chars=c.min_chars,
                             max_words=c.max_words)
-    chosen_BL = ((wid_BL[:, :, None] == slots_BW[:, None, :]) & (slots_BW[:, None, :] >= 0)).any(2)
-    out["word_input_ids"] = np.where(chosen_BL, tok.mask_id, ids_BL).astype(np.int32)
+    in_BWL = slot_membership(wid_BL, slots_BW)
+    out["word_input_ids"] = np.where(in_BWL.any(1), tok.mask_id, ids_BL).astype(np.int32)
     out["word_slots"] = slots_BW
-    out["word_keys"] = word_keys(ids_BL, wid_BL, slots_BW)
-    out.update(word_units(ids_BL, wid_BL, slots_BW, length=c.max_word_tokens, cls_id=tok.cls_id,
+    out["word_keys"] = word_keys(ids_BL, in_BWL, slots_BW)
+    out.update(word_units(ids_BL, in_BWL, length=c.max_word_tokens, cls_id=tok.cls_id,
                           sep_id=tok.sep_id, pad_id=tok.pad_id))
     return out
 
@@ -221,8 +227,7 @@ def init_heads(rng, ecfg: enc.EncoderConfig, cfg):
 
 def span_means(h_BLD: jax.Array, word_ids_BL: jax.Array, slots_BW: jax.Array) -> jax.Array:
   """Mean of h over each slot's tokens: [B, W, D] (zeros for empty slots)."""
-  in_BWL = ((word_ids_BL[:, None, :] == slots_BW[:, :, None])
-            & (slots_BW[:, :, None] >= 0)).astype(jnp.float32)
+  in_BWL = slot_membership(word_ids_BL, slots_BW).astype(jnp.float32)
   n_BW = jnp.maximum(in_BWL.sum(-1), 1.0)
   return jnp.einsum("bwl,bld->bwd", in_BWL, h_BLD.astype(jnp.float32)) / n_BW[..., None]
 
@@ -327,10 +332,8 @@ def evaluate(params, ecfg: enc.EncoderConfig, cfg, ctx: DataContext, mesh):
   (config.eval.sts: {name, path, columns}; Spearman x 100 of cosine vs score or 0/1 label)."""
   out = {}
   if list(cfg.data.get("eval", []) or []):
-    eval_cfg = ml_collections.ConfigDict(cfg.to_dict())
-    eval_cfg.data.eval = [corpus_file(cfg, ctx.cache_dir, "eval")]
-    eval_cfg.data.split_sentences = False
-    out.update(mlm.evaluate(params, ecfg, eval_cfg, ctx, mesh))
+    out.update(mlm.evaluate(params, ecfg, cfg, ctx, mesh,
+                            files=[corpus_file(cfg, ctx.cache_dir, "eval")]))
   out.update(simcse.evaluate(params, ecfg, cfg, ctx, mesh))
   return out
 

@@ -89,14 +89,18 @@ def make_data(cfg, ctx: DataContext):
                               transform=masker)
 
 
-def evaluate(params, ecfg: enc.EncoderConfig, cfg, ctx: DataContext, mesh):
-  """Masked-LM loss, accuracy and perplexity on config.data.eval (fixed masks from the seed)."""
+def evaluate(params, ecfg: enc.EncoderConfig, cfg, ctx: DataContext, mesh, files=None):
+  """Masked-LM loss, accuracy and perplexity on config.data.eval (fixed masks from the seed).
+
+  files: text files to use instead, as they are (no sentence splitting).
+  """
   from clowlab import sharding  # noqa: PLC0415 - methods stay mesh-free except at evaluation
-  files = list(cfg.data.get("eval", []) or [])
+  split = files is None and cfg.data.get("split_sentences", False)
+  files = list(cfg.data.get("eval", []) or []) if files is None else list(files)
   if not files:
     return {}
   ds = sources.load_text(files, cache_dir=ctx.cache_dir)
-  if cfg.data.get("split_sentences", False):
+  if split:
     ds = ds.map(_split_sentences, batched=True, remove_columns=ds.column_names)
   tok_ds = pipeline.tokenize(ds, ctx.tokenizer, seq_len=cfg.seq_len, cache_dir=ctx.cache_dir)
   masker = masking.MlmMasker.from_tokenizer(ctx.tokenizer, masking.MaskingConfig(
