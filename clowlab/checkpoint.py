@@ -6,9 +6,13 @@ A workdir holds `checkpoints/<step>/` directories, each a composite of named ite
   train_state  optimiser state, step, base PRNG key, method state, skipped-step count (training)
   data         JSON: the data iterator's state (training), so resume replays the same batches
 Orbax writes each step into a temporary directory and renames it when complete, so a crash
-mid-save never leaves a half-written step that looks finished. Restoring takes target
-shardings, so a checkpoint written on one mesh restores onto another. A training run holds
-`workdir_lock` for its whole life, so two runs never write the same workdir.
+mid-save never leaves a half-written step that looks finished; a save that fails (disk full,
+permissions) raises `SaveError` naming the path and leaves the earlier steps intact. The meta
+holds a fingerprint of every array (`fingerprints`), checked on restore: a flipped bit in a
+compressed chunk otherwise restores silently wrong values. A step that fails either check is
+skipped for the previous one. Restoring takes target shardings, so a checkpoint written on one
+mesh restores onto another. A training run holds `workdir_lock` for its whole life, so two
+runs never write the same workdir.
 """
 from __future__ import annotations
 
@@ -16,8 +20,12 @@ import contextlib
 import logging
 import os
 import pathlib
+import shutil
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
@@ -64,6 +72,61 @@ def checkpoint_dir(workdir: str | os.PathLike) -> pathlib.Path:
   return pathlib.Path(workdir).absolute() / CHECKPOINT_SUBDIR
 
 
+class SaveError(ClowlabError):
+  """Checkpoint `step` could not be written; the earlier steps are intact."""
+
+  def __init__(self, message: str, step: int | None):
+    super().__init__(message)
+    self.step = step
+
+
+class _Corrupt(Exception):
+  """A step's arrays do not match the fingerprints written with them."""
+
+
+def _leaf_fingerprint(x) -> jax.Array:
+  """sum_i bits(x_i) * (2i + 1) mod 2^32: any change to one element changes it (the weight is
+  odd, so invertible mod 2^32), and integer sums are exact, so it is the same on every mesh."""
+  x = jnp.asarray(x)
+  if x.dtype == jnp.bool_:
+    bits = x.astype(jnp.uint32)
+  else:
+    width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}.get(x.dtype.itemsize)
+    if width is None:  # 64-bit leaves only exist with jax_enable_x64; fold both halves
+      bits = jax.lax.bitcast_convert_type(x, jnp.uint32).sum(-1, dtype=jnp.uint32)
+    else:
+      bits = jax.lax.bitcast_convert_type(x, width).astype(jnp.uint32)
+  if bits.ndim == 0:
+    return bits
+  idx = jnp.zeros(bits.shape, jnp.uint32)
+  stride = 1
+  for d in reversed(range(bits.ndim)):  # the flat index, built from iotas (shards cleanly)
+    idx = idx + jax.lax.broadcasted_iota(jnp.uint32, bits.shape, d) * jnp.uint32(stride)
+    stride *= bits.shape[d]
+  return jnp.sum(bits * (idx * jnp.uint32(2) + jnp.uint32(1)), dtype=jnp.uint32)
+
+
+_fingerprints_jit = jax.jit(lambda tree: jax.tree_util.tree_map(_leaf_fingerprint, tree))
+
+
+def fingerprints(tree: Any) -> dict[str, int]:
+  """{leaf path: 32-bit fingerprint} of a pytree of (sharded) arrays."""
+  fps = jax.device_get(_fingerprints_jit(tree))
+  return {jax.tree_util.keystr(path): int(v)
+          for path, v in jax.tree_util.tree_flatten_with_path(fps)[0]}
+
+
+def _check_fingerprints(name: str, tree: Any, want: dict[str, int] | None, where) -> None:
+  if want is None:  # written before fingerprints existed
+    return
+  got = fingerprints(tree)
+  bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+  if bad:
+    raise _Corrupt(f"{where}: {name} arrays {', '.join(bad[:3])}"
+                   f"{' ...' if len(bad) > 3 else ''} do not match their saved fingerprints "
+                   "(the files were changed or damaged after the save)")
+
+
 class Manager:
   """Saves and restores the train state of one workdir; keeps the last K (+ the best)."""
 
@@ -78,10 +141,14 @@ class Manager:
       policies.append(ocm.BestN(get_metric_fn=lambda m: m.get(best_metric, worst), n=1,
                                 reverse=best_mode == "min",
                                 keep_checkpoints_without_metrics=False))
+    # cleanup_tmp_directories: a save interrupted by a crash or a full disk leaves only a
+    # temporary directory, which orbax never lists as a step; it is removed at the next start.
     options = ocp.CheckpointManagerOptions(
         create=not read_only, read_only=read_only, enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=not read_only,
         preservation_policy=ocm.AnyPreservationPolicy(policies) if policies else None)
     self.directory = checkpoint_dir(workdir)
+    self._in_flight = None
     if read_only and not self.directory.is_dir():
       self._mngr = None
     else:
@@ -96,13 +163,50 @@ class Manager:
 
   def save(self, step: int, *, params: Any, meta: dict[str, Any], train_state: Any = None,
            data_state: dict | None = None, metrics: dict[str, float] | None = None) -> None:
+    """Starts writing `step` (in the background with async_save); raises SaveError naming the
+    directory if this or an earlier background save failed."""
+    fps = {"params": fingerprints(params)}
+    if train_state is not None:
+      fps["train_state"] = fingerprints(train_state)
     items = {"params": ocp.args.StandardSave(params),
-             "meta": ocp.args.JsonSave({"format_version": FORMAT_VERSION, **meta})}
+             "meta": ocp.args.JsonSave({"format_version": FORMAT_VERSION, **meta,
+                                        "fingerprints": fps})}
     if train_state is not None:
       items["train_state"] = ocp.args.StandardSave(train_state)
     if data_state is not None:
       items["data"] = ocp.args.JsonSave(data_state)
-    self._mngr.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+    self.wait()  # a failed background save is reported under its own step
+    self._in_flight = step
+    with self._save_errors(step):
+      self._mngr.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+  @contextlib.contextmanager
+  def _save_errors(self, step):
+    try:
+      yield
+    except ClowlabError:
+      raise
+    except Exception as e:  # noqa: BLE001 - OSError from tensorstore arrives wrapped in others
+      good = [s for s in self._steps_on_disk() if s != step]
+      if step is not None and jax.process_index() == 0:  # free the space the attempt took
+        for tmp in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+          shutil.rmtree(tmp, ignore_errors=True)
+      why = str(e)
+      why = why if len(why) <= 400 else why[:200] + " ... " + why[-200:]  # keep the OS reason
+      raise SaveError(
+          f"clowlab: saving checkpoint step {step} to {self.directory} failed "
+          f"({type(e).__name__}: {why}). The last complete checkpoint "
+          f"({'step ' + str(good[-1]) if good else 'none'}) is intact. Free disk space or fix "
+          f"the permissions of {self.directory}, then resume with the same command; set "
+          "--config.on_save_error=continue to keep training without checkpoints meanwhile.",
+          step) from e
+
+  def _steps_on_disk(self) -> list[int]:
+    """Finished steps as the directory shows them now (the manager's list may be stale)."""
+    if not self.directory.is_dir():
+      return []
+    return sorted(int(p.name) for p in self.directory.iterdir()
+                  if p.name.isdigit() and (p / "_CHECKPOINT_METADATA").exists())
 
   def restore(self, step: int | None = None, *, params_target: Any = None,
               train_state_target: Any = None, fallback: bool = True) -> dict[str, Any]:
@@ -150,10 +254,15 @@ class Manager:
     with _quiet_orbax():
       restored = self._mngr.restore(step, args=ocp.args.Composite(**items))
     meta = restored["meta"]
+    where = self.directory / str(step)
     if meta is None or meta.get("format_version") != FORMAT_VERSION:
-      raise ClowlabError(f"clowlab: checkpoint {self.directory / str(step)} has format version "
+      raise ClowlabError(f"clowlab: checkpoint {where} has format version "
                          f"{None if meta is None else meta.get('format_version')}; this clowlab "
                          f"reads {FORMAT_VERSION}.")
+    fps = meta.get("fingerprints") or {}
+    _check_fingerprints("params", restored["params"], fps.get("params"), where)
+    if "train_state" in items:
+      _check_fingerprints("train_state", restored["train_state"], fps.get("train_state"), where)
     out = {"params": restored["params"], "meta": meta, "step": step}
     for k in ("train_state", "data"):
       if k in items:
@@ -161,8 +270,10 @@ class Manager:
     return out
 
   def wait(self) -> None:
+    """Blocks until background saves are on disk; SaveError if one failed."""
     if self._mngr:
-      self._mngr.wait_until_finished()
+      with self._save_errors(self._in_flight):
+        self._mngr.wait_until_finished()
 
   def close(self) -> None:
     if self._mngr:

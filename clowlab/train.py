@@ -17,6 +17,7 @@ import logging
 import os
 import pathlib
 import signal
+import sys
 import time
 from typing import Any
 
@@ -36,7 +37,7 @@ TOKENIZER_SUBDIR = "tokenizer"
 RESUMABLE_CHANGES = ("total_steps", "max_train_seconds", "checkpoint_every", "eval_every",
                      "log_every", "mesh", "keep_checkpoints", "mode", "distributed",
                      "progress_bar", "async_checkpoint", "max_bad_steps", "cache_dir",
-                     "accelerator_required", "eval")
+                     "accelerator_required", "eval", "preemption_grace_s", "on_save_error")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,12 +250,21 @@ def state_sharding(state_shapes, mesh):
 # The loop
 
 
-class _Preemption:
-  """SIGTERM -> finish the current step, save, exit cleanly."""
+EXIT_GRACE_EXPIRED = 143  # 128 + SIGTERM: what a shell reports for a process SIGTERM ended
 
-  def __init__(self):
+
+class _Preemption:
+  """SIGTERM -> finish the current step, save, exit cleanly (exit code 0).
+
+  A watchdog started by the signal ends the process with EXIT_GRACE_EXPIRED if the final save
+  is not on disk within `grace_s` (a preemption notice is a deadline: a hard kill follows). The
+  checkpoint being written is then only a temporary directory; the previous one stays latest.
+  """
+
+  def __init__(self, grace_s: float, last_good):
     self.requested = False
-    self._old = None
+    self.grace_s, self._last_good = grace_s, last_good
+    self._old, self._timer = None, None
 
   def __enter__(self):
     try:
@@ -264,7 +274,25 @@ class _Preemption:
     return self
 
   def _handle(self, *_):
+    if self.requested:
+      return
     self.requested = True
+    if self.grace_s > 0:
+      import threading  # noqa: PLC0415
+      self._timer = threading.Timer(self.grace_s, self._expire)
+      self._timer.daemon = True
+      self._timer.start()
+
+  def _expire(self):
+    print(f"clowlab: SIGTERM: the final checkpoint was not written within preemption_grace_s="
+          f"{self.grace_s:g}; exiting without it. Resume restarts from the last complete "
+          f"checkpoint ({self._last_good()}).", file=sys.stderr, flush=True)
+    os._exit(EXIT_GRACE_EXPIRED)  # noqa: SLF001 - a deadline: no cleanup may block it
+
+  def saved(self):
+    """The final save is on disk: the deadline no longer applies."""
+    if self._timer is not None:
+      self._timer.cancel()
 
   def agreed(self) -> bool:
     """Whether any process was signalled: all processes must save the same step together."""
@@ -274,6 +302,7 @@ class _Preemption:
     return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
 
   def __exit__(self, *exc):
+    self.saved()
     if self._old is not None:
       signal.signal(signal.SIGTERM, self._old)
 
@@ -290,7 +319,15 @@ def train(cfg, workdir: str) -> dict[str, Any]:
   """Trains `cfg.method` for cfg.total_steps steps in workdir; returns the last metrics."""
   sharding.maybe_initialize_distributed(cfg)
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".clowlab.write_test.{os.getpid()}")
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise ClowlabError(f"clowlab: cannot write to --workdir={workdir} ({e.strerror}: "
+                       f"{e.filename}). Pass a writable directory with free space.") from None
   # One run per workdir: a second one would interleave checkpoints and metrics.
   with checkpoint.workdir_lock(workdir, enabled=jax.process_index() == 0):
     return _train(cfg, workdir)
@@ -388,10 +425,32 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
             f"({', '.join(sorted(eval_results)) or 'none'}); no best checkpoint is kept. Set "
             "--config.best_metric to one of them.", flush=True)
 
+  on_save_error = cfg.get("on_save_error", "stop")
+  if on_save_error not in ("stop", "continue"):
+    raise ClowlabError(f"clowlab: --config.on_save_error={on_save_error!r}; valid: stop (the "
+                       "run ends when a checkpoint cannot be written), continue (it trains on "
+                       "and retries at the next checkpoint).")
+
   def save(step, state, metrics=None):
-    mngr.save(step, params=state["params"], meta=meta,
-              train_state={k: v for k, v in state.items() if k != "params"},
-              data_state=data.get_state(), metrics=metrics)
+    # A background save that failed earlier is reported by the next save, before that one
+    # starts: with on_save_error=continue, report it and still try this step.
+    for _ in range(2):
+      try:
+        mngr.save(step, params=state["params"], meta=meta,
+                  train_state={k: v for k, v in state.items() if k != "params"},
+                  data_state=data.get_state(), metrics=metrics)
+        return
+      except checkpoint.SaveError as e:
+        if on_save_error != "continue":
+          raise
+        if jax.process_index() == 0:
+          print(f"{e}\nclowlab: on_save_error=continue: training on without checkpoint step "
+                f"{e.step}.", file=sys.stderr, flush=True)
+        if e.step == step:
+          return
+
+  def last_good():
+    return f"step {mngr.latest_step()} in {mngr.directory}"
 
   bar = None
   if cfg.get("progress_bar", True) and jax.process_index() == 0:
@@ -410,7 +469,7 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
     if bad_in_a_row >= cfg.get("max_bad_steps", 20):
       raise ClowlabError(
           f"clowlab: {bad_in_a_row} non-finite steps in a row up to step {step}; training "
-          f"stopped. Last good checkpoint: step {mngr.latest_step()} in {mngr.directory}. Lower "
+          f"stopped. Last good checkpoint: {last_good()}. Lower "
           "the learning rate or check the data.")
     if step % log_every == 0 or step == cfg.total_steps:
       now = time.perf_counter()
@@ -427,7 +486,7 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
 
   budget_s = float(cfg.get("max_train_seconds", 0) or 0)
   t_start = time.perf_counter()
-  with _Preemption() as preempt:
+  with _Preemption(float(cfg.get("preemption_grace_s", 30.0) or 0), last_good) as preempt:
     for step in range(start + 1, cfg.total_steps + 1):
       batch = sharding.global_batch(next(data), mesh)
       with jax.set_mesh(mesh):  # methods' sharded losses (jax.shard_map) read the mesh
@@ -451,6 +510,8 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
         pending = None
         save(step, state, {**last, **eval_results})
       if stop or out_of_time:
+        mngr.wait()  # the final save is on disk before we say so
+        preempt.saved()
         if jax.process_index() == 0:
           why = "SIGTERM" if stop else f"max_train_seconds={budget_s:g} reached"
           print(f"clowlab: {why}: saved step {step}, exiting.", flush=True)

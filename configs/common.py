@@ -21,6 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.log_every = 10
   c.progress_bar = True
   c.max_bad_steps = 20            # consecutive non-finite steps before the run stops
+  c.preemption_grace_s = 30.0     # SIGTERM: save within this many seconds, else exit 143
+  c.on_save_error = "stop"        # a checkpoint cannot be written: stop | continue (retry later)
   c.grad_accum_steps = 1
   c.cache_dir = ""                # tokenized-data cache; "" = <workdir>/cache
   # Mesh: ("data", "fsdp") sizes; -1 = all remaining devices. Params are sharded over fsdp.

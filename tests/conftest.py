@@ -20,6 +20,26 @@ def pytest_configure(config):
   config.addinivalue_line("markers", "slow: slower integration test (still run in CI)")
 
 
+# Fuzz tests (hypothesis): CI is derandomized (same cases every run, no example database);
+# HYPOTHESIS_PROFILE=explore tries fresh random cases, more of them.
+from hypothesis import settings as _hsettings  # noqa: E402
+
+_hsettings.register_profile("ci", derandomize=True, database=None, deadline=None,
+                            print_blob=True)
+_hsettings.register_profile("explore", max_examples=500, deadline=None, print_blob=True)
+_hsettings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_terminal_summary(terminalreporter):
+  import fuzzlog  # noqa: PLC0415
+  if not fuzzlog.COUNTS:
+    return
+  terminalreporter.section("fuzzed cases")
+  for (klass, outcome), n in sorted(fuzzlog.COUNTS.items()):
+    terminalreporter.write_line(f"{klass}: {n} {outcome}")
+  terminalreporter.write_line(f"total: {sum(fuzzlog.COUNTS.values())} cases")
+
+
 @pytest.fixture(scope="session")
 def shared_data():
   """../shared/data when present (read-only); tests that need it skip otherwise."""

@@ -1,4 +1,5 @@
-"""The trainer: loss falls, exact resume, sharded == single device, NaN guard, config checks."""
+"""The trainer: loss falls, exact resume, sharded == single device, NaN guard, config checks
+(faults injected into whole runs: tests/test_faults.py)."""
 import os
 import sys
 
@@ -179,80 +180,3 @@ def test_weight_decay_mask_and_groups():
   head = float(upd["head"]["kernel"][0, 0] / params["head"]["kernel"][0, 0])
   np.testing.assert_allclose(head, 10 * base, rtol=1e-5)
   assert float(jnp.abs(upd["head"]["bias"]).max()) == 0.0
-
-
-def _cli_overrides(cfg_kw):
-  return [f"--config.{k}={v}" for k, v in cfg_kw.items()]
-
-
-@pytest.mark.slow
-def test_sigkill_then_resume_equals_straight_run(tmp_path, shared_tokenizer):
-  """A process killed (SIGKILL) after a checkpoint, then resumed, ends bitwise where an
-  uninterrupted run ends, and its metrics log has every step's loss identical."""
-  import json  # noqa: PLC0415
-  import signal  # noqa: PLC0415
-  import subprocess  # noqa: PLC0415
-  import time  # noqa: PLC0415
-  kw = {"total_steps": 8, "checkpoint_every": 2, "tokenizer": str(shared_tokenizer),
-        "progress_bar": False, "async_checkpoint": True}
-  straight = train.train(tiny_cfg(**kw), str(tmp_path / "straight"))
-  w = tmp_path / "killed"
-  args = [sys.executable, "-m", "clowlab.main", "--config=configs/mlm.py:runlocal",
-          f"--workdir={w}"] + _cli_overrides({
-              **kw, "batch_size": 16, "seq_len": 32, "eval_every": 0, "mode": "train",
-              "model.hidden_size": 32, "model.num_layers": 1, "model.num_heads": 2,
-              "model.intermediate_size": 64, "model.max_position_embeddings": 32,
-              "optim.warmup_steps": 2, "mesh.data": 2, "mesh.fsdp": 4, "log_every": 1})
-  env = dict(os.environ)
-  proc = subprocess.Popen(args, cwd=str(REPO), env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT)
-  deadline = time.time() + 300
-  while not (w / "checkpoints" / "4").is_dir() and time.time() < deadline:
-    if proc.poll() is not None:
-      pytest.fail(proc.stdout.read().decode()[-3000:])
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  killed_at = checkpoint.latest_step(str(w))
-  assert killed_at is not None and killed_at < 8, killed_at
-  r = subprocess.run(args, cwd=str(REPO), env=env, capture_output=True, text=True, timeout=300)
-  assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-  assert f"step {killed_at} -> 8" in r.stdout
-  params, _, step = checkpoint.restore(str(w))
-  assert step == 8
-  jax.tree_util.tree_map(np.testing.assert_array_equal,
-                         jax.tree_util.tree_map(np.asarray, params), _params(straight))
-  losses = {}
-  for line in open(w / "metrics.jsonl"):
-    row = json.loads(line)
-    losses[row["step"]] = row["loss"]  # steps re-run after the kill overwrite earlier rows
-  want = {json.loads(l)["step"]: json.loads(l)["loss"]
-          for l in open(tmp_path / "straight" / "metrics.jsonl")}
-  assert losses == want
-
-
-@pytest.mark.slow
-def test_sigterm_saves_and_exits_cleanly(tmp_path, shared_tokenizer):
-  import signal  # noqa: PLC0415
-  import subprocess  # noqa: PLC0415
-  import time  # noqa: PLC0415
-  w = tmp_path / "preempted"
-  args = [sys.executable, "-m", "clowlab.main", "--config=configs/mlm.py:runlocal",
-          f"--workdir={w}"] + _cli_overrides({
-              "total_steps": 100000, "checkpoint_every": 100000, "tokenizer": str(shared_tokenizer),
-              "progress_bar": False, "batch_size": 16, "seq_len": 32, "eval_every": 0,
-              "mode": "train", "model.hidden_size": 32, "model.num_layers": 1,
-              "model.num_heads": 2, "model.intermediate_size": 64,
-              "model.max_position_embeddings": 32, "log_every": 1})
-  proc = subprocess.Popen(args, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-  metrics = w / "metrics.jsonl"
-  deadline = time.time() + 300
-  while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
-    assert time.time() < deadline and proc.poll() is None
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGTERM)
-  out = proc.communicate(timeout=120)[0].decode()
-  assert proc.returncode == 0, out[-2000:]
-  step = checkpoint.latest_step(str(w))
-  assert step is not None and 3 <= step < 100000
-  assert f"SIGTERM: saved step {step}" in out
