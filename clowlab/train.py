@@ -368,6 +368,16 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
       trainable(method, jax.eval_shape(lambda: {"encoder": enc.param_shapes(ecfg),
                                                 **method.init_heads(jax.random.key(0), ecfg,
                                                                     cfg)})))
+  def build_data(params):
+    ctx = methods.DataContext(tokenizer=tokenizer, process_index=jax.process_index(),
+                              process_count=jax.process_count(), cache_dir=cache_dir,
+                              params=params, encoder_config=ecfg, mesh=mesh)
+    return ctx, method.make_data(cfg, ctx)
+
+  # The data before the first compile, so a bad data file fails in seconds; a method whose data
+  # comes from the model (BERT-flow's cache of frozen-encoder features) builds it after.
+  if not method.data_uses_params:
+    ctx, data = build_data(None)
   state, s_shard = init_state(method, ecfg, cfg, tx, mesh, imported)
   if resume_step is not None:
     targets = jax.tree_util.tree_map(
@@ -377,12 +387,8 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
     state = {**r["train_state"], "params": r["params"]}
     resume_step = r["step"]
     logging.info("clowlab: resumed %s at step %d", workdir, resume_step)
-  # The data comes after the model: a method may build it from the (restored) params, e.g.
-  # BERT-flow's cache of frozen-encoder features.
-  ctx = methods.DataContext(tokenizer=tokenizer, process_index=jax.process_index(),
-                            process_count=jax.process_count(), cache_dir=cache_dir,
-                            params=state["params"], encoder_config=ecfg, mesh=mesh)
-  data = method.make_data(cfg, ctx)
+  if method.data_uses_params:
+    ctx, data = build_data(state["params"])
   if resume_step is not None:
     if "data" in r:
       data.set_state(r["data"])

@@ -26,7 +26,12 @@ Source specs are strings, so they can be set on the command line:
 Monolingual lines are split into sentences (at . ! ? 。 ！ ？ followed by space or CJK end);
 with `mono_from_parallel` each side of every pair is monolingual text of its language too.
 Duplicates are dropped (per language; per pair). Sentences are compared after collapsing
-whitespace.
+whitespace. Empty text is skipped, as in `clowlab.data.sources`: blank lines / empty fields of
+monolingual sources with their count logged at INFO (blank lines separate paragraphs; in
+one-token-per-line files they separate texts), pairs with an empty side with one logged warning
+per source (count and first pair); a source with no text at all is an error. Unreadable files
+(bad UTF-8, NUL bytes, broken .gz, malformed tables) raise `ClowlabError` naming the file and
+line, before anything is written.
 
 The prepared text is written once (atomically) under cache_dir/multilingual/<hash of the
 specs and the files' size and mtime>, so tokenization caches stay valid and reruns are free.
@@ -36,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -46,6 +52,8 @@ import numpy as np
 
 from clowlab.data import sources
 from clowlab.errors import ClowlabError
+
+logger = logging.getLogger(__name__)
 
 _VERSION = 1
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
@@ -99,14 +107,24 @@ def _file_texts(spec: str) -> list[str]:
   """The texts of one 'PATH' or 'PATH#COLUMN' spec."""
   path, cols = _split_columns(spec)
   if cols is None:
-    return [line for line in _lines(path) if line]
+    lines = _lines(path)
+    texts = [line for line in lines if line]
+    _log_blank(len(lines) - len(texts), "blank lines", spec)
+    return texts
   if len(cols) != 1:
     raise ClowlabError(f"clowlab: {spec!r} names {len(cols)} columns; a text source takes one "
                        "(PATH#COLUMN).")
   if isinstance(cols[0], str) and cols[0].startswith("@"):
     return _conll_texts(spec, path, cols[0])
   rows, _ = sources.read_columns(path, cols)
-  return [r[0].strip() for r in rows if r[0].strip()]
+  texts = [r[0].strip() for r in rows if r[0].strip()]
+  _log_blank(len(rows) - len(texts), "empty fields", spec)
+  return texts
+
+
+def _log_blank(count: int, what: str, spec: str) -> None:
+  if count:
+    logger.info("clowlab: skipped %d %s of %s.", count, what, spec)
 
 
 def _conll_texts(spec: str, path: str, name: str) -> list[str]:
@@ -209,7 +227,11 @@ def prepare(*, mono: Sequence[str] = (), parallel: Sequence[str] = (),
 
   for spec in mono:
     lang, rest = _lang_and_path(spec, "mono", pair=False)
-    for line in _file_texts(rest):
+    lines = _file_texts(rest)
+    if not lines:
+      raise ClowlabError(f"clowlab: data.mono entry {spec!r}: {rest.partition('#')[0]} holds no "
+                         "text (it is empty or only blank). Check the path, or remove the entry.")
+    for line in lines:
       for s in split_sentences(line):
         add(lang, s)
   pairs: dict[tuple[str, str, str, str], None] = {}
@@ -217,9 +239,12 @@ def prepare(*, mono: Sequence[str] = (), parallel: Sequence[str] = (),
   for spec in parallel:
     src_lang, tgt_lang, got = _pairs(spec)
     name = f"{src_lang}-{tgt_lang}"
-    for s, t in got:
+    blank, first_blank = 0, None
+    for i, (s, t) in enumerate(got):
       s, t = normalize(s), normalize(t)
       if not s or not t:
+        blank += 1
+        first_blank = i + 1 if first_blank is None else first_blank
         continue
       if s in drop or t in drop:
         n_dropped["pairs"] += 1
@@ -230,6 +255,13 @@ def prepare(*, mono: Sequence[str] = (), parallel: Sequence[str] = (),
       if mono_from_parallel:
         add(src_lang, s)
         add(tgt_lang, t)
+    if blank == len(got):
+      raise ClowlabError(f"clowlab: data.parallel entry {spec!r} holds no pair with text on both "
+                         "sides (its files are empty or blank). Check the paths, or remove the "
+                         "entry.")
+    if blank:
+      logger.warning("clowlab: skipped %d pairs with an empty side in data.parallel entry %r "
+                     "(first: pair %d).", blank, spec, first_blank)
   if not texts:
     raise ClowlabError("clowlab: the multilingual sources hold no text after removing the "
                        "excluded sentences. Check data.mono / data.parallel / data.exclude.")

@@ -126,8 +126,12 @@ def tokenize(ds: datasets.Dataset, tokenizer, *, seq_len: int, views: Sequence[s
       remove_columns=[c for c in ds.column_names if c != "label"],
       features=datasets.Features(spec), new_fingerprint=fingerprint,
       cache_file_name=os.path.join(cache_dir, f"{fingerprint}.arrow"), desc="Tokenizing")
-  out.info.description = json.dumps({_META_KEY: {
-      "kind": kind, "views": list(views), "seq_len": seq_len, "pad_id": int(tokenizer.pad_id)}})
+  description = {_META_KEY: {"kind": kind, "views": list(views), "seq_len": seq_len,
+                             "pad_id": int(tokenizer.pad_id)}}
+  origin = sources.source_names(ds)
+  if origin:  # kept so that loader errors can name the files
+    description[sources.SOURCES_KEY] = origin
+  out.info.description = json.dumps(description)
   return out
 
 
@@ -225,7 +229,9 @@ class Loader(Iterator[dict]):
       raise ClowlabError(f"make_loader: num_epochs={num_epochs!r} must be a positive integer or "
                          "None (repeat forever).")
     if self.num_rows == 0 or (drop_remainder and self.num_rows < global_batch_size):
-      raise ClowlabError(f"make_loader: the dataset has {self.num_rows} rows, fewer than "
+      origin = sources.source_names(ds)
+      origin = f" (read from {origin})" if origin else ""
+      raise ClowlabError(f"make_loader: the dataset{origin} has {self.num_rows} rows, fewer than "
                          f"global_batch_size={global_batch_size}, so no full batch exists. Use a "
                          "smaller batch or more data (or drop_remainder=False).")
     self.steps_per_epoch = (self.num_rows // global_batch_size if drop_remainder else

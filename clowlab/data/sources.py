@@ -14,9 +14,17 @@ Files are parsed here (UTF-8, `.gz` transparently) and written once as an Arrow 
 mtime) and options memory-map that cache instead of re-parsing. Nothing is ever written next to
 the source files, so read-only data directories work.
 
-Every problem a user can fix (missing file, unknown column, empty file, bad encoding, ragged
-row, non-numeric label) raises `ClowlabError` naming the file (and line) before or while the
-Arrow cache is built; a failed build leaves no cache behind.
+Every problem a user can fix (missing file, unknown column, empty file, bad encoding, NUL
+bytes (binary or UTF-16 files), broken `.gz`, ragged row, non-numeric or out-of-range label,
+malformed JSON) raises `ClowlabError` naming the file (and line) before or while the Arrow cache is
+built; a failed build leaves no cache behind. Long lines are valid (no CSV field-size limit):
+tokenization truncates them to seq_len.
+
+Empty text. Blank lines and rows with an empty (whitespace-only) text field are skipped, never
+stored: `load_text` skips blank lines (paragraph separators; their count is logged at INFO),
+`load_pairs` / `load_triples` / `load_parallel` skip rows or line pairs with an empty text field
+and log one WARNING with the count and the first such line. A source with nothing left raises
+`ClowlabError`. `read_columns` returns raw fields ("" included); its callers decide.
 """
 from __future__ import annotations
 
@@ -24,7 +32,12 @@ import csv
 import gzip
 import itertools
 import json
+import logging
+import math
 import os
+import re
+import sys
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 
 import datasets
@@ -32,16 +45,25 @@ from datasets.fingerprint import Hasher
 
 from clowlab.errors import ClowlabError
 
+logger = logging.getLogger(__name__)
+
 # Bump when the parsing below changes, so stale Arrow caches are not reused.
-_PARSER_VERSION = 1
+_PARSER_VERSION = 2
 FORMATS = ("csv", "tsv", "jsonl", "pipes")
 _PIPE = "||"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+SOURCES_KEY = "clowlab_sources"  # in a built dataset's info.description (JSON)
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 # Column names tried (in order) when `load_pairs(columns=None)`.
 _PAIR_GUESSES = (("sentence1", "sentence2"), ("text_a", "text_b"), ("sentence_a", "sentence_b"),
                  ("query", "passage"), ("anchor", "positive"))
 _LABEL_GUESSES = ("score", "label", "similarity_score", "similarity")
 _LABEL_DTYPES = ("float32", "float64", "int32", "int64")
+# Largest |label| each label dtype stores exactly enough to be a label (beyond: an error).
+_LABEL_LIMITS = {"float32": 3.4028234663852886e38, "float64": sys.float_info.max,
+                 "int32": 2**31 - 1, "int64": 2**63 - 1}
+# Lines may be megabytes long (they are truncated at tokenization), so no CSV field limit.
+_CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 
 Paths = str | os.PathLike | Sequence[str | os.PathLike]
 Column = str | int
@@ -62,7 +84,7 @@ def default_cache_dir() -> str:
 def load_text(paths: Paths, *, cache_dir: str | None = None) -> datasets.Dataset:
   """One text per non-blank line of one or many files (`.gz` ok); column `text`.
 
-  Lines are stripped of surrounding whitespace; blank lines are skipped.
+  Lines are stripped of surrounding whitespace; blank lines are skipped (count logged at INFO).
   """
   files = _check_files(paths)
   features = datasets.Features({"text": datasets.Value("string")})
@@ -86,7 +108,9 @@ def load_pairs(path: Paths, *, columns: Sequence[Column] | None = None,
     `names` is given. For headerless files use integer `columns`, or pass `names` (one per field)
     and refer to fields by name.
   label_map: maps non-numeric labels (e.g. RTE's "entailment") to numbers.
-  label_dtype: storage dtype of `label` (float32 for scores, int64 for class ids, ...).
+  label_dtype: storage dtype of `label` (float32 for scores, int64 for class ids, ...); labels
+    must be finite numbers that fit it.
+  Rows with an empty text field are skipped (count and first line logged as a warning).
   """
   files = _check_files(path)
   fmt = _file_format(files, format)
@@ -117,6 +141,7 @@ def load_triples(path: Paths, *, columns: Sequence[Column] | None = None,
 
   columns: the three columns as header names or 0-based indices; None tries
   sent0/sent1/hard_neg, then anchor/positive/negative. Other options as in `load_pairs`.
+  Rows with an empty text field are skipped (count and first line logged as a warning).
   """
   files = _check_files(path)
   fmt = _file_format(files, format)
@@ -124,9 +149,14 @@ def load_triples(path: Paths, *, columns: Sequence[Column] | None = None,
   if columns is None:
     if fmt == "jsonl":
       first = next(iter(_read_records(files[0], fmt, header)), (0, None))[1]
-      found = list(first) if first else []
+      if first is None:
+        raise ClowlabError(f"{files[0]} is empty (no JSON object). Check the path, or remove it "
+                           "from the inputs.")
+      found = list(first)
     else:
       found = list(names) if names else _header_keys(files[0], fmt) if header else []
+      if found is None:
+        raise ClowlabError(f"{files[0]} is empty. Check the path, or remove it from the inputs.")
     for guess in (("sent0", "sent1", "hard_neg"), ("anchor", "positive", "negative"),
                   ("text_a", "text_b", "text_c")):
       if all(g in found for g in guess):
@@ -150,10 +180,10 @@ def load_parallel(src_path: Paths, tgt_path: Paths | None = None, *,
   """Aligned translation pairs; columns `src`, `tgt`.
 
   Either two line-aligned plain-text files (`load_parallel("train.en.gz", "train.de.gz")`; line
-  counts must match; pairs with a blank side are skipped) or one CSV/TSV/JSONL file with two
-  columns (`load_parallel("en_zh.tsv", columns=("en", "zh"))`; integer `columns` with
-  header=False for headerless files; CSV/TSV default to the first two fields). Options as in
-  `load_pairs`.
+  counts must match) or one CSV/TSV/JSONL file with two columns
+  (`load_parallel("en_zh.tsv", columns=("en", "zh"))`; integer `columns` with header=False for
+  headerless files; CSV/TSV default to the first two fields). Options as in `load_pairs`.
+  Pairs with a blank side are skipped (count and first line logged as a warning).
   """
   features = datasets.Features({"src": datasets.Value("string"), "tgt": datasets.Value("string")})
   if tgt_path is not None:
@@ -184,6 +214,7 @@ def read_columns(path: str | os.PathLike, columns: Sequence[Column], *, format: 
   """The chosen fields of every data row of one file as strings (None -> ""), and the row's
   line number; parsed as `load_pairs` parses (same formats, header rules and errors) but held in
   memory with no Arrow cache: for small labelled sets whose labels may be text (GLUE's RTE).
+  Empty fields are returned as "" (rows are not skipped): the caller decides what they mean.
   """
   files = _check_files(path)
   fmt = _file_format(files, format)
@@ -194,8 +225,8 @@ def read_columns(path: str | os.PathLike, columns: Sequence[Column], *, format: 
   keys = _column_keys(files[0], fmt, header, names, list(columns))
   rows, lines = [], []
   for line_no, record in _read_records(files[0], fmt, header):
-    values = (_field(record, k, files[0], line_no) for k in keys)
-    rows.append(tuple("" if v is None else str(v) for v in values))
+    rows.append(tuple(_text(_field(record, k, files[0], line_no), files[0], line_no, c)
+                      for k, c in zip(keys, columns)))
     lines.append(line_no)
   if not rows:
     raise ClowlabError(f"{files[0]} contains no data rows. "
@@ -225,13 +256,25 @@ def _build(generator, features: datasets.Features, cache_dir: str | None,
   # Tuples, not lists: `datasets` would shard list arguments into one generator call per item.
   gen_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in gen_kwargs.items()}
   try:
-    return datasets.Dataset.from_generator(generator, features=features, cache_dir=cache_dir,
-                                           gen_kwargs=gen_kwargs, fingerprint=fingerprint)
+    ds = datasets.Dataset.from_generator(generator, features=features, cache_dir=cache_dir,
+                                         gen_kwargs=gen_kwargs, fingerprint=fingerprint)
   except datasets.exceptions.DatasetGenerationError as e:
     cause = e.__cause__ or e.__context__
     if isinstance(cause, ClowlabError):
       raise ClowlabError(str(cause)) from None
     raise
+  # Which files the rows came from, so later errors (too few rows for a batch) can name them.
+  files = [p for key in ("files", "src_files", "tgt_files") for p in gen_kwargs.get(key, ())]
+  ds.info.description = json.dumps({SOURCES_KEY: _names(files)})
+  return ds
+
+
+def source_names(ds: datasets.Dataset) -> str | None:
+  """The file(s) a dataset built here was read from ("a.txt (+2 more files)"), or None."""
+  try:
+    return json.loads(ds.info.description or "{}").get(SOURCES_KEY)
+  except (json.JSONDecodeError, AttributeError):
+    return None
 
 
 def _file_signatures(gen_kwargs: dict) -> list:
@@ -249,13 +292,17 @@ def _file_signatures(gen_kwargs: dict) -> list:
 
 
 def _text_rows(files: list[str]) -> Iterator[dict]:
-  count = 0
+  count = blank = 0
   for path in files:
     for _, line in _read_lines(path):
       line = line.strip()
       if line:
         count += 1
         yield {"text": line}
+      else:
+        blank += 1
+  if blank:
+    logger.info("clowlab: skipped %d blank lines of %s.", blank, _names(files))
   if not count:
     raise ClowlabError(f"{_names(files)} contains no non-blank lines. "
                        "Point the text source at files with one text per line.")
@@ -265,19 +312,23 @@ def _aligned_rows(src_files: list[str], tgt_files: list[str]) -> Iterator[dict]:
   src_lines = itertools.chain.from_iterable(_read_lines(p) for p in src_files)
   tgt_lines = itertools.chain.from_iterable(_read_lines(p) for p in tgt_files)
   n_src = n_tgt = count = 0
+  skipped = _Skipped()
   for s, t in itertools.zip_longest(src_lines, tgt_lines):
     n_src += s is not None
     n_tgt += t is not None
     if s is None or t is None:
       continue  # keep counting the longer side for the error below
-    s, t = s[1].strip(), t[1].strip()
+    line_no, s, t = s[0], s[1].strip(), t[1].strip()
     if s and t:
       count += 1
       yield {"src": s, "tgt": t}
+    else:
+      skipped.add(n_src if len(src_files) > 1 else line_no)
   if n_src != n_tgt:
     raise ClowlabError(f"Parallel files are not aligned: {_names(src_files)} has {n_src} lines but "
                        f"{_names(tgt_files)} has {n_tgt}. Pass line-aligned files "
                        "(line i of one is the translation of line i of the other).")
+  skipped.log(f"{_names(src_files)} / {_names(tgt_files)}", "line pairs with a blank side")
   if not count:
     raise ClowlabError(f"Parallel files {_names(src_files)} / {_names(tgt_files)} contain no "
                        "non-blank line pairs. Check the paths.")
@@ -289,6 +340,7 @@ def _table_rows(files: list[str], fmt: str, header: bool, names: list[str] | Non
   count = 0
   for path in files:
     keys = _column_keys(path, fmt, header, names, columns)
+    skipped = _Skipped()
     for line_no, record in _read_records(path, fmt, header):
       row = {}
       for out, col, key in zip(out_names, columns, keys):
@@ -296,12 +348,32 @@ def _table_rows(files: list[str], fmt: str, header: bool, names: list[str] | Non
         if out == "label":
           row[out] = _parse_label(value, label_map, label_dtype, path, line_no, col)
         else:
-          row[out] = "" if value is None else str(value)
+          row[out] = _text(value, path, line_no, col)
+      if any(not row[out].strip() for out in out_names if out != "label"):
+        skipped.add(line_no)
+        continue
       count += 1
       yield row
+    skipped.log(path, "rows with an empty text field")
   if not count:
-    raise ClowlabError(f"{_names(files)} contains no data rows. "
-                       "Check the path, and `header=` if the only row is being read as a header.")
+    raise ClowlabError(f"{_names(files)} contains no data rows with text. Check the path, the "
+                       "columns, and `header=` if the only row is being read as a header.")
+
+
+class _Skipped:
+  """Counts skipped rows (and the first one's line) and logs them once as a warning."""
+
+  def __init__(self):
+    self.count, self.first = 0, None
+
+  def add(self, line_no: int) -> None:
+    self.count += 1
+    self.first = line_no if self.first is None else self.first
+
+  def log(self, where: str, what: str) -> None:
+    if self.count:
+      logger.warning("clowlab: skipped %d %s in %s (first at line %d).", self.count, what, where,
+                     self.first)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -309,15 +381,41 @@ def _table_rows(files: list[str], fmt: str, header: bool, names: list[str] | Non
 
 
 def _read_lines(path: str) -> Iterator[tuple[int, str]]:
-  """(1-based line number, decoded line) with exact line numbers for decode errors."""
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
-    for line_no, raw in enumerate(f, 1):
+  """(1-based line number, decoded line) with exact line numbers for decode errors.
+
+  Lines holding a NUL character are rejected: UTF-8 text has none, while binary files and UTF-16
+  text (which otherwise decodes as "valid" UTF-8 when it is ASCII) are full of them.
+  """
+  gz = path.endswith(".gz")
+  try:
+    f = gzip.open(path, "rb") if gz else open(path, "rb")  # noqa: SIM115
+  except OSError as e:
+    raise ClowlabError(f"{path} cannot be read ({e.strerror or e}). Check the path and its "
+                       "permissions.") from None
+  with f:
+    line_no = 0
+    while True:
+      try:
+        raw = f.readline()
+      except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        where = f", after line {line_no}" if line_no else ""
+        raise ClowlabError(f"{path} is not a valid gzip file ({e}{where}). Re-create it with "
+                           "gzip, or drop the .gz extension if it is plain text.") from None
+      except OSError as e:
+        raise ClowlabError(f"{path} cannot be read after line {line_no} "
+                           f"({e.strerror or e}). Check the file.") from None
+      if not raw:
+        return
+      line_no += 1
       try:
         line = raw.decode("utf-8")
       except UnicodeDecodeError as e:
         raise ClowlabError(f"{path} line {line_no} is not valid UTF-8 ({e.reason} at byte "
                            f"{e.start}). Re-encode the file as UTF-8.") from None
+      if "\x00" in line:
+        raise ClowlabError(f"{path} line {line_no} contains a NUL byte, so it is binary or "
+                           "UTF-16 rather than UTF-8 text. Re-encode the file as UTF-8 (or "
+                           "remove it from the inputs).")
       if line_no == 1:
         line = line.removeprefix("\ufeff")
       yield line_no, line
@@ -344,8 +442,16 @@ def _read_records(path: str, fmt: str, header: bool) -> Iterator[tuple[int, dict
                            f"has {width}. Fix the row, or check format= (read as {fmt}).")
       yield reader.line_num, fields
   except csv.Error as e:
-    raise ClowlabError(f"{path} line {reader.line_num} is not valid {fmt.upper()}: {e}. "
-                       "Fix the row, or pass the right format=.") from None
+    raise _csv_error(e, path, reader.line_num, fmt) from None
+
+
+def _csv_error(e: csv.Error, path: str, line_no: int, fmt: str) -> ClowlabError:
+  if "new-line character" in str(e):
+    return ClowlabError(f"{path} line {line_no} is not valid {fmt.upper()}: it holds a bare "
+                        "carriage return (\\r) outside quotes. Convert the file to \\n or "
+                        "\\r\\n line endings, or quote that field.")
+  return ClowlabError(f"{path} line {line_no} is not valid {fmt.upper()}: {e}. Fix the row, or "
+                      "pass the right format=.")
 
 
 class _PipesReader:
@@ -365,6 +471,8 @@ class _PipesReader:
 
 
 def _csv_reader(lines, fmt: str):
+  if csv.field_size_limit() < _CSV_FIELD_LIMIT:  # process-wide; the default is 128 KiB
+    csv.field_size_limit(_CSV_FIELD_LIMIT)
   if fmt == "pipes":
     return _PipesReader(lines)
   if fmt == "csv":
@@ -376,11 +484,21 @@ def _json_object(line: str, path: str, line_no: int) -> dict:
   try:
     record = json.loads(line)
   except json.JSONDecodeError as e:
-    raise ClowlabError(f"{path} line {line_no} is not valid JSON ({e.msg}). "
-                       "JSONL files need one JSON object per line.") from None
+    raise ClowlabError(f"{path} line {line_no} is not valid JSON ({e.msg}). Fix the line: JSONL "
+                       "files need one JSON object per line.") from None
+  except (ValueError, RecursionError) as e:  # huge integers, absurdly deep nesting
+    reason = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(";")[0]
+    raise ClowlabError(f"{path} line {line_no} is not usable JSON ({reason}). Fix the line: "
+                       "JSONL files need one flat JSON object per line.") from None
   if not isinstance(record, dict):
     raise ClowlabError(f"{path} line {line_no} is a JSON {type(record).__name__}, not an object. "
-                       "JSONL files need one JSON object per line.")
+                       "Fix the line: JSONL files need one JSON object per line.")
+  if _SURROGATE_ESCAPE.search(line):  # "\\ud800" alone decodes to a string Arrow cannot store
+    try:
+      json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+      raise ClowlabError(f"{path} line {line_no} holds an unpaired surrogate escape (like "
+                         "\\ud800), which is not text. Fix the escape, or drop the line.") from None
   return record
 
 
@@ -396,6 +514,20 @@ def _field(record: dict | list, key: str | int, path: str, line_no: int):
   return record[key]
 
 
+def _text(value, path: str, line_no: int, col: Column) -> str:
+  """A text field as a string: None -> "", numbers -> their str; JSON arrays / objects are
+  errors."""
+  if isinstance(value, str):
+    return value
+  if value is None:
+    return ""
+  if isinstance(value, (dict, list)):
+    raise ClowlabError(f"{path} line {line_no}: column {col!r} holds a JSON "
+                       f"{'object' if isinstance(value, dict) else 'array'}, not text. Store the "
+                       "text as a JSON string, or pass columns= naming the text keys.")
+  return str(value)
+
+
 def _parse_label(value, label_map: dict | None, dtype: str, path: str, line_no: int, col: Column):
   if label_map is not None and str(value) in label_map:
     value = label_map[str(value)]
@@ -406,6 +538,10 @@ def _parse_label(value, label_map: dict | None, dtype: str, path: str, line_no: 
             "Pass label_map={'text label': number, ...}")
     raise ClowlabError(f"{path} line {line_no}: label {value!r} in column {col!r} is not a "
                        f"number. {hint}.") from None
+  if not math.isfinite(number) or abs(number) > _LABEL_LIMITS[dtype]:
+    raise ClowlabError(f"{path} line {line_no}: label {value!r} in column {col!r} is not a finite "
+                       f"number that fits label_dtype={dtype!r}. Fix the label (or pick a wider "
+                       "label_dtype).")
   if dtype.startswith("int"):
     if number != int(number):
       raise ClowlabError(f"{path} line {line_no}: label {value!r} is not an integer but "
@@ -465,9 +601,12 @@ def _default_header(header: bool | None, columns, names, fmt: str) -> bool:
 
 def _header_keys(path: str, fmt: str) -> list[str] | None:
   """The first non-blank row of a CSV/TSV/pipes file (its header), or None if the file is empty."""
-  for _, line in _read_lines(path):
+  for line_no, line in _read_lines(path):
     if line.strip():
-      return [k.strip() for k in next(_csv_reader([line], fmt))]
+      try:
+        return [k.strip() for k in next(_csv_reader([line], fmt))]
+      except csv.Error as e:
+        raise _csv_error(e, path, line_no, fmt) from None
   return None
 
 
@@ -503,7 +642,10 @@ def _column_keys(path: str, fmt: str, header: bool, names, columns) -> list[str 
 def _guess_pair_columns(path: str, fmt: str, header: bool, names) -> tuple[str, ...]:
   if fmt == "jsonl":
     first = next(iter(_read_records(path, fmt, header)), (0, None))[1]
-    keys = list(first) if first else []
+    if first is None:
+      raise ClowlabError(f"{path} is empty (no JSON object). Check the path, or remove it from "
+                         "the inputs.")
+    keys = list(first)
   else:
     keys = list(names) if names else _header_keys(path, fmt) if header else None
   if keys is None:

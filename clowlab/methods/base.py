@@ -63,6 +63,9 @@ class Method:
   # initialisation run once on a fresh start (never on resume), e.g. Glow's ActNorm from the
   # first batch. It must leave the iterator's state as it found it.
   data_init: Callable[..., Params] | None = None
+  # make_data reads DataContext.params (the run's model), so the engine builds the data after
+  # the model; otherwise before it, and a bad data file fails before any compile.
+  data_uses_params: bool = False
   # (run config, cache dir) -> text files a from-scratch tokenizer ("spm:<vocab>") is trained on,
   # when the method builds its training text itself (default: config.data.train).
   tokenizer_text: Callable[[Any, str], list[str]] | None = None

@@ -340,5 +340,5 @@ def export_pooler(params, cfg):
 
 METHOD = Method(name="bert_flow", init_heads=init_heads, loss=loss, make_data=make_data,
                 evaluate=evaluate, embed=embed, export_pooler=export_pooler, frozen=FROZEN,
-                data_init=data_init,
+                data_init=data_init, data_uses_params=True,
                 passes_per_example=lambda cfg: int(cfg.flow.get("features") == "recompute"))
