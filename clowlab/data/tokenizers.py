@@ -292,11 +292,54 @@ def load_tokenizer(path: str, *, word_segmenter: str | None = None, jieba_dict: 
       "Point it at an HF model/tokenizer dir or a sentencepiece model.")
 
 
+# Tokenizer files that are JSON objects; checked first so a broken one is named.
+_JSON_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                         "added_tokens.json")
+
+
+def _check_json_files(path: str) -> None:
+  for fname in _JSON_TOKENIZER_FILES:
+    f = os.path.join(path, fname)
+    if not os.path.exists(f):
+      continue
+    try:
+      with open(f, encoding="utf-8") as fh:
+        content = json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+      raise ClowlabError(
+          f"clowlab: tokenizer file {f} is not readable JSON ({e}). Copy the tokenizer files "
+          "saved with the model again (or re-save them with save_pretrained()).") from e
+    if not isinstance(content, dict):
+      raise ClowlabError(
+          f"clowlab: tokenizer file {f} holds a JSON {type(content).__name__}, not an object. "
+          "Copy the tokenizer files saved with the model again (or re-save them with "
+          "save_pretrained()).")
+
+
+def _bad_config_model_type(path: str) -> str | None:
+  """repr of config.json's model_type when it is present but not a string (else None)."""
+  try:
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+      cfg = json.load(f)
+  except (OSError, ValueError, RecursionError):
+    return None
+  if isinstance(cfg, dict) and "model_type" in cfg and not isinstance(cfg["model_type"], str):
+    return repr(cfg["model_type"])
+  return None
+
+
 def _load_hf_dir(path: str, segmenter: chinese.JiebaSegmenter | None) -> Tokenizer:
   from transformers import AutoTokenizer  # pylint: disable=import-outside-toplevel
+  _check_json_files(path)
   try:
     hf = AutoTokenizer.from_pretrained(path)
   except Exception as e:  # pylint: disable=broad-except  # any failure here is the dir's
+    model_type = _bad_config_model_type(path)
+    if model_type is not None:  # transformers reads the model's config.json too
+      raise ClowlabError(
+          f"clowlab: transformers could not load the tokenizer in {path} ({e}): its config.json "
+          f"has model_type={model_type}, which is not a model type name. Fix model_type in "
+          f"{os.path.join(path, 'config.json')} (save_pretrained() writes a valid one).") from e
     raise ClowlabError(
         f"clowlab: transformers could not load the tokenizer in {path} ({e}). "
         "Check that the dir holds a complete HF tokenizer (tokenizer.json or vocab files plus "
@@ -322,6 +365,12 @@ def _load_hf_dir(path: str, segmenter: chinese.JiebaSegmenter | None) -> Tokeniz
         f"clowlab: the tokenizer in {path} defines no {'/'.join(missing)} token. Add {keys} to "
         f"{os.path.join(path, 'tokenizer_config.json')} or use an encoder tokenizer that has them.")
   special_ids = frozenset(hf.all_special_ids) | frozenset(specials.values())
+  if len(hf) <= len(special_ids):
+    # transformers 5.x builds a specials-only tokenizer from a tokenizer_config.json alone.
+    raise ClowlabError(
+        f"clowlab: the tokenizer in {path} has no vocabulary, only its {len(hf)} special tokens "
+        f"(files there: {', '.join(sorted(os.listdir(path)))}). Copy the model's tokenizer.json "
+        "(or its vocab.txt / sentencepiece model) into the dir.")
   cleanup = bool(getattr(hf, "clean_up_tokenization_spaces", False)) and (
       type(backend.model).__name__ != "BPE")  # transformers skips the cleanup for BPE too
   word_mode = _WORDS_METASPACE if _uses_metaspace(backend) else _WORDS_PRETOKENIZER
@@ -428,7 +477,14 @@ def _spm_special_tokens(proto: Any) -> dict[str, str]:
 def check_vocab_matches(tokenizer: Tokenizer, model_vocab_size: int, model_source: str) -> None:
   """Raises ClowlabError when the model's embedding rows and the tokenizer's ids disagree."""
   if int(model_vocab_size) != tokenizer.vocab_size:
+    fix = "Point the model and the tokenizer at the same model directory."
+    if model_source == "config.model":
+      fix = (f"Leave --config.model.vocab_size unset (it follows the tokenizer) or set it to "
+             f"{tokenizer.vocab_size}.")
+    elif os.path.isdir(model_source) and set(os.listdir(model_source)) & set(_HF_MARKERS):
+      # The model dir's own tokenizer (e.g. init_from, whose tokenizer a run copies).
+      fix = (f"The tokenizer files in {model_source} do not belong to its weights: copy in the "
+             "tokenizer the model was saved with, or set --config.tokenizer to it.")
     raise ClowlabError(
         f"clowlab: {model_source} says vocab_size={model_vocab_size} but the tokenizer in "
-        f"{tokenizer.name} has {tokenizer.vocab_size} tokens. "
-        "Point the model and the tokenizer at the same model directory.")
+        f"{tokenizer.name} has {tokenizer.vocab_size} tokens. {fix}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -66,20 +67,36 @@ class EncoderConfig:
   scan_layers: bool = True
 
   def __post_init__(self):
+    # Types and ranges before arithmetic: a str or 0 here must not surface as a TypeError /
+    # ZeroDivisionError, nor a float size as a jax shape error at the first jit.
+    for name, least in (("vocab_size", 1), ("hidden_size", 1), ("num_layers", 1),
+                        ("num_heads", 1), ("intermediate_size", 1),
+                        ("max_position_embeddings", 1), ("type_vocab_size", 1),
+                        ("position_offset", 0), ("pad_token_id", 0)):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise ClowlabError(f"clowlab: encoder {name}={v!r} ({type(v).__name__}) must be an "
+                           "integer. Set it to an integer.")
+      if v < least:
+        raise ClowlabError(f"clowlab: encoder {name}={v} must be "
+                           f"{'positive' if least else 'non-negative'}. Set it to a valid value.")
+    for name, lo, hi in (("layer_norm_eps", 0.0, math.inf), ("hidden_dropout", 0.0, 1.0),
+                         ("attention_dropout", 0.0, 1.0), ("initializer_range", 0.0, math.inf)):
+      v = getattr(self, name)
+      if (isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v)
+          or not lo <= v < hi):
+        raise ClowlabError(f"clowlab: encoder {name}={v!r} must be a finite number in "
+                           f"[{lo}, {hi}). Set it to a valid value.")
     if self.hidden_size % self.num_heads:
       raise ClowlabError(
           f"clowlab: encoder hidden_size={self.hidden_size} is not divisible by "
           f"num_heads={self.num_heads}. Choose a head count that divides the hidden size.")
-    if self.activation not in ACTIVATIONS:
+    if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
       raise ClowlabError(f"clowlab: unknown encoder activation {self.activation!r}; "
                          f"valid: {', '.join(sorted(ACTIVATIONS))}.")
-    if self.compute_dtype not in DTYPES:
+    if not isinstance(self.compute_dtype, str) or self.compute_dtype not in DTYPES:
       raise ClowlabError(f"clowlab: unknown compute_dtype {self.compute_dtype!r}; "
                          f"valid: {', '.join(sorted(DTYPES))}.")
-    for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                 "max_position_embeddings", "type_vocab_size"):
-      if getattr(self, name) < 1:
-        raise ClowlabError(f"clowlab: encoder {name}={getattr(self, name)} must be positive.")
 
   @property
   def head_dim(self) -> int:
