@@ -7,7 +7,7 @@ setuptools.setup(
     description="JAX/Flax, TPU-first contrastive pretraining of text encoders "
     "(CLOWER, layer-wise attention pooling, COCO-LM, BERT-flow, InfoXLM).",
     packages=setuptools.find_packages(include=["clowlab", "clowlab.*"]),
-    package_data={"clowlab": ["demo_data/*", "demo_data/*/*"]},
+    package_data={"clowlab": ["demo_data/*", "demo_data/*/*", "config_schema.json"]},
     include_package_data=True,
     python_requires=">=3.11",
     install_requires=[

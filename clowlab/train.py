@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from clowlab import checkpoint, metrics as metrics_lib, methods, optim, sharding
+from clowlab import checkpoint, config_check, metrics as metrics_lib, methods, optim, sharding
 from clowlab.convert import hf
 from clowlab.data import tokenizers, train_spm
 from clowlab.errors import ClowlabError
@@ -37,7 +37,8 @@ TOKENIZER_SUBDIR = "tokenizer"
 RESUMABLE_CHANGES = ("total_steps", "max_train_seconds", "checkpoint_every", "eval_every",
                      "log_every", "mesh", "keep_checkpoints", "mode", "distributed",
                      "progress_bar", "async_checkpoint", "max_bad_steps", "cache_dir",
-                     "accelerator_required", "eval", "preemption_grace_s", "on_save_error")
+                     "accelerator_required", "eval", "preemption_grace_s", "on_save_error",
+                     "num_devices")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,6 +318,7 @@ def _agree(flag: bool) -> bool:
 
 def train(cfg, workdir: str) -> dict[str, Any]:
   """Trains `cfg.method` for cfg.total_steps steps in workdir; returns the last metrics."""
+  config_check.check(cfg)  # a typo or an impossible value fails here, before any work
   sharding.maybe_initialize_distributed(cfg)
   workdir = os.path.abspath(workdir)
   try:

@@ -16,6 +16,8 @@ import ml_collections
 from configs import common
 from configs.simcse import DEMO, stsb
 
+VARIANTS = ("", "runlocal", "stsb", "stsb_zh", "en_small")  # get_config args
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or ""

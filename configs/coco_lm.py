@@ -11,6 +11,8 @@ import ml_collections
 
 from configs import mlm as mlm_config
 
+VARIANTS = ("", "runlocal", "en_small", "compare")  # get_config args
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = mlm_config.get_config(arg)  # same sizes, data, tokenizer and budget as the MLM baseline

@@ -5,6 +5,8 @@ import ml_collections
 
 from configs import coco_lm
 
+VARIANTS = coco_lm.VARIANTS
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = coco_lm.get_config(arg)

@@ -46,6 +46,8 @@ def shared_sources():
   exclude = sorted(glob.glob(s("tatoeba", "tatoeba.*-eng.*")))
   return mono, parallel, exclude
 
+VARIANTS = ("", "runlocal", "small_start", "small", "small_noxlco")  # get_config args
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.get_config()

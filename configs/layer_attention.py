@@ -5,6 +5,8 @@ import ml_collections
 
 from configs import simcse
 
+VARIANTS = simcse.VARIANTS
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return simcse.get_config(",".join(p for p in (arg or "", "layer_attention") if p))

@@ -15,6 +15,8 @@ from configs import common
 DEMO = os.path.join(os.path.dirname(__file__), "..", "clowlab", "demo_data")
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
+VARIANTS = ("", "runlocal", "en_small", "compare")  # get_config args
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.get_config()

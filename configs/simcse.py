@@ -26,6 +26,8 @@ def stsb(split: str, lang: str = "en") -> dict:
           "path": os.path.join(SHARED, "stsb_multi_mt", f"stsb-{lang}-{split}.csv"),
           "columns": STSB_COLUMNS}
 
+VARIANTS = ("", "sup", "runlocal", "en_small")  # get_config args
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   parts = [p for p in (arg or "").split(",") if p]
