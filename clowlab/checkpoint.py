@@ -8,19 +8,25 @@ A workdir holds `checkpoints/<step>/` directories, each a composite of named ite
 Orbax writes each step into a temporary directory and renames it when complete, so a crash
 mid-save never leaves a half-written step that looks finished; a save that fails (disk full,
 permissions) raises `SaveError` naming the path and leaves the earlier steps intact. The meta
-holds a fingerprint of every array (`fingerprints`), checked on restore: a flipped bit in a
-compressed chunk otherwise restores silently wrong values. A step that fails either check is
-skipped for the previous one. Restoring takes target shardings, so a checkpoint written on one
-mesh restores onto another. A training run holds `workdir_lock` for its whole life, so two
-runs never write the same workdir.
+holds a fingerprint of every array and of the data state (`fingerprints`), checked on restore: a
+flipped bit in a compressed chunk otherwise restores silently wrong values; and a checksum of
+itself (`meta_checksum`), so a damaged config or fingerprint is caught too. A step that is
+unreadable (missing, truncated or damaged files, a missing item) is skipped for the previous one
+with a warning (`restore()`); an explicit step raises `ClowlabError` naming it instead.
+Restoring takes target shardings, so a checkpoint written on one mesh restores onto another. A
+training run holds `workdir_lock` for its whole life, so two runs never write the same workdir.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import pathlib
 import shutil
+import sys
+import traceback
+import zlib
 from typing import Any
 
 import jax
@@ -81,7 +87,22 @@ class SaveError(ClowlabError):
 
 
 class _Corrupt(Exception):
-  """A step's arrays do not match the fingerprints written with them."""
+  """A step's arrays, data state or meta do not match the fingerprints written with them, or
+  an item the step was saved with is missing."""
+
+
+def _json_checksum(obj: Any) -> int:
+  """crc32 of canonical JSON, the same before a JSON save and after the load."""
+  canon = json.loads(json.dumps(obj))  # tuples -> lists, int keys -> str, as the file holds them
+  return zlib.crc32(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _reason(e: BaseException) -> str:
+  """One short line for an exception from orbax/tensorstore (whose messages run to pages)."""
+  if isinstance(e, _Corrupt):
+    return str(e)
+  text = " ".join(str(e).split())
+  return f"{type(e).__name__}: {text if len(text) <= 200 else text[:200] + ' ...'}"
 
 
 def _leaf_fingerprint(x) -> jax.Array:
@@ -114,6 +135,30 @@ def fingerprints(tree: Any) -> dict[str, int]:
   fps = jax.device_get(_fingerprints_jit(tree))
   return {jax.tree_util.keystr(path): int(v)
           for path, v in jax.tree_util.tree_flatten_with_path(fps)[0]}
+
+
+def _check_meta(meta: Any, where) -> None:
+  """Raises _Corrupt for a damaged meta, ClowlabError for one written by another format."""
+  if not isinstance(meta, dict):
+    raise _Corrupt(f"{where}: the meta item is not a JSON object ({type(meta).__name__})")
+  if "meta_checksum" in meta:  # absent in checkpoints written before it existed
+    rest = {k: v for k, v in meta.items() if k != "meta_checksum"}
+    if meta["meta_checksum"] != _json_checksum(rest):
+      raise _Corrupt(f"{where}: the meta item does not match its checksum (the file was changed "
+                     "or damaged after the save)")
+  elif "format_version" not in meta:
+    raise _Corrupt(f"{where}: the meta item has no format_version")
+  if meta.get("format_version") != FORMAT_VERSION:
+    raise ClowlabError(f"clowlab: checkpoint {where} has format version "
+                       f"{meta.get('format_version')!r}; this clowlab reads {FORMAT_VERSION}. "
+                       "Read it with the clowlab version that wrote it.")
+  fps = meta.get("fingerprints")
+  if fps is not None and not (
+      isinstance(fps, dict)
+      and all(isinstance(fps.get(k), dict) and all(isinstance(v, int) for v in fps[k].values())
+              for k in ("params", "train_state") if k in fps)
+      and isinstance(fps.get("data", 0), int)):
+    raise _Corrupt(f"{where}: the meta item's fingerprints are malformed")
 
 
 def _check_fingerprints(name: str, tree: Any, want: dict[str, int] | None, where) -> None:
@@ -149,6 +194,7 @@ class Manager:
         preservation_policy=ocm.AnyPreservationPolicy(policies) if policies else None)
     self.directory = checkpoint_dir(workdir)
     self._in_flight = None
+    self._read_only = read_only
     if read_only and not self.directory.is_dir():
       self._mngr = None
     else:
@@ -168,9 +214,11 @@ class Manager:
     fps = {"params": fingerprints(params)}
     if train_state is not None:
       fps["train_state"] = fingerprints(train_state)
-    items = {"params": ocp.args.StandardSave(params),
-             "meta": ocp.args.JsonSave({"format_version": FORMAT_VERSION, **meta,
-                                        "fingerprints": fps})}
+    if data_state is not None:
+      fps["data"] = _json_checksum(data_state)
+    meta = {"format_version": FORMAT_VERSION, **meta, "fingerprints": fps}
+    meta["meta_checksum"] = _json_checksum(meta)
+    items = {"params": ocp.args.StandardSave(params), "meta": ocp.args.JsonSave(meta)}
     if train_state is not None:
       items["train_state"] = ocp.args.StandardSave(train_state)
     if data_state is not None:
@@ -212,57 +260,128 @@ class Manager:
               train_state_target: Any = None, fallback: bool = True) -> dict[str, Any]:
     """{"params", "meta", "step"[, "train_state", "data"]} of `step` (default latest).
 
-    With `fallback`, an unreadable latest step (e.g. truncated files) is skipped with a warning
-    and the previous one is restored instead; an explicit `step` never falls back.
+    With `fallback`, an unreadable latest step (missing, truncated or damaged files, a missing
+    item, arrays or meta that do not match their fingerprints) is skipped with a warning and
+    the previous one is restored instead; `ClowlabError` if no step is readable. An explicit
+    `step` (or fallback=False) never falls back: `ClowlabError` naming the step's directory.
+    "train_state" and "data" (training's resume) come only with `train_state_target`, and then
+    must be whole.
     """
+    steps = self._listed_steps(step)
+    candidates = [step] if step is not None else (steps[::-1] if fallback else steps[-1:])
+    r, skipped = self._first_readable(
+        candidates, lambda s: self._restore_step(s, params_target, train_state_target),
+        explicit=step is not None or not fallback)
+    if step is None:
+      stray = [p for p in self._stray_entries() if int(p.name) > r["step"]]
+      for p in stray:
+        logging.warning("clowlab: %s is not a checkpoint step (a file where a step directory "
+                        "belongs); ignoring it.", p)
+      if not self._read_only and (skipped or stray):
+        # A training run resumes here and saves these steps again: move the unreadable ones
+        # aside (kept for inspection) so the new saves neither collide with them nor have the
+        # keep-last-K policy count them.
+        self._set_aside([self.directory / str(s) for s in skipped] + stray, r["step"])
+    return r
+
+  def read_meta(self, step: int | None = None) -> dict[str, Any]:
+    """The JSON meta of `step` (default: of the latest step whose meta is readable, with a
+    warning for each one skipped) without reading any array."""
+    steps = self._listed_steps(step)
+    return self._first_readable([step] if step is not None else steps[::-1], self._read_meta,
+                                explicit=step is not None)[0]
+
+  def _stray_entries(self) -> list[pathlib.Path]:
+    """Step-named entries orbax does not list (files where a step directory belongs)."""
+    listed = set(self.all_steps())
+    return sorted((p for p in self.directory.iterdir()
+                   if p.name.isdigit() and int(p.name) not in listed),
+                  key=lambda p: int(p.name)) if self.directory.is_dir() else []
+
+  def _set_aside(self, paths: list[pathlib.Path], restored: int) -> None:
+    if jax.process_index() == 0:
+      for src in paths:
+        dst, i = src.with_name(f"{src.name}.unreadable"), 1
+        while dst.exists():
+          dst, i = src.with_name(f"{src.name}.unreadable-{i}"), i + 1
+        os.replace(src, dst)
+        logging.warning("clowlab: moved the unreadable checkpoint %s to %s; training resumes "
+                        "from step %d and writes that step again.", src, dst.name, restored)
+    self._mngr.reload()
+
+  def _listed_steps(self, step: int | None) -> list[int]:
     steps = self.all_steps()
+    if not steps and self._stray_entries():
+      raise ClowlabError(
+          f"clowlab: no readable checkpoint in {self.directory} (only "
+          f"{', '.join(p.name for p in self._stray_entries())}, files where step directories "
+          "belong). Restore the checkpoints from a backup or start a new workdir.")
     if not steps:
       raise ClowlabError(f"clowlab: no checkpoint in {self.directory}. Point --workdir at a "
                          "directory written by clowlab (e.g. by `python -m clowlab.convert "
                          "import` or a training run).")
     if step is not None and step not in steps:
-      raise ClowlabError(f"clowlab: step {step} is not in {self.directory}; available: {steps}.")
-    candidates = [step] if step is not None else (steps[::-1] if fallback else steps[-1:])
+      raise ClowlabError(f"clowlab: step {step} is not in {self.directory}; available: {steps}. "
+                         "Pass one of those, or no step for the latest readable one.")
+    return steps
+
+  def _first_readable(self, candidates: list[int], read, explicit: bool):
+    """(read(s) of the first candidate step that is readable, the steps skipped before it);
+    ClowlabError if none is."""
     errors = []
     for s in candidates:
       try:
-        return self._restore_step(s, params_target, train_state_target)
+        return read(s), [s for s, _ in errors]
       except ClowlabError:
         raise
       except Exception as e:  # noqa: BLE001 - any read failure means "try the previous step"
-        errors.append(f"step {s}: {type(e).__name__}: {str(e)[:200]}")
+        _silence_abandoned_reads()
+        errors.append((s, _reason(e)))
         if s != candidates[-1]:
           logging.warning("clowlab: checkpoint step %d in %s is unreadable (%s); falling back "
-                          "to the previous one.", s, self.directory, e)
-    raise ClowlabError(f"clowlab: no readable checkpoint in {self.directory} ("
-                       + "; ".join(errors) + "). Restore from a backup or start a new workdir.")
+                          "to the previous one.", s, self.directory, _reason(e))
+    if explicit:
+      raise ClowlabError(
+          f"clowlab: checkpoint {self.directory / str(candidates[0])} is unreadable "
+          f"({errors[0][1]}). Restore it from a backup, or use another step (available: "
+          f"{self.all_steps()}; restoring without a step falls back to the last readable one).")
+    whys = "; ".join(f"step {s}: {why}" for s, why in errors)
+    raise ClowlabError(f"clowlab: no readable checkpoint in {self.directory} ({whys}). Restore "
+                       "the checkpoints from a backup or start a new workdir.")
 
-  def read_meta(self, step: int | None = None) -> dict[str, Any]:
-    """The JSON meta of `step` (default latest) without reading any array."""
-    step = self.latest_step() if step is None else step
+  def _read_meta(self, step: int) -> dict[str, Any]:
     with _quiet_orbax():  # it warns about every item not asked for
-      return self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+      meta = self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    _check_meta(meta, self.directory / str(step))
+    return meta
 
   def _restore_step(self, step, params_target, train_state_target):
-    names = set(self._mngr.item_metadata(step).keys()) if hasattr(
-        self._mngr, "item_metadata") else {"params", "meta"}
-    items = {"params": ocp.args.StandardRestore(params_target), "meta": ocp.args.JsonRestore()}
-    if train_state_target is not None and "train_state" in names:
+    where = self.directory / str(step)
+    with _quiet_orbax():
+      names = set(self._mngr.item_metadata(step).keys())
+    if "meta" not in names:
+      raise _Corrupt(f"{where} has no meta item")
+    meta = self._read_meta(step)  # before any array: a damaged meta says nothing is trustworthy
+    fps = meta.get("fingerprints") or {}
+    items = {"params": ocp.args.StandardRestore(params_target)}
+    if train_state_target is not None:  # resuming training: the training state must be whole
+      if "train_state" not in names:  # deleted, or never saved (`clowlab.convert import`)
+        raise _Corrupt(f"{where} has no train_state item to resume training from")
       items["train_state"] = ocp.args.StandardRestore(train_state_target)
-    if "data" in names:
-      items["data"] = ocp.args.JsonRestore()
+      if "data" in names:
+        items["data"] = ocp.args.JsonRestore()
+      elif "data" in fps:
+        raise _Corrupt(f"{where}: the data item is missing")
+    if "params" not in names:
+      raise _Corrupt(f"{where}: the params item is missing")
     with _quiet_orbax():
       restored = self._mngr.restore(step, args=ocp.args.Composite(**items))
-    meta = restored["meta"]
-    where = self.directory / str(step)
-    if meta is None or meta.get("format_version") != FORMAT_VERSION:
-      raise ClowlabError(f"clowlab: checkpoint {where} has format version "
-                         f"{None if meta is None else meta.get('format_version')}; this clowlab "
-                         f"reads {FORMAT_VERSION}.")
-    fps = meta.get("fingerprints") or {}
     _check_fingerprints("params", restored["params"], fps.get("params"), where)
     if "train_state" in items:
       _check_fingerprints("train_state", restored["train_state"], fps.get("train_state"), where)
+    if "data" in items and "data" in fps and _json_checksum(restored["data"]) != fps["data"]:
+      raise _Corrupt(f"{where}: the data state does not match its saved fingerprint (the file "
+                     "was changed or damaged after the save)")
     out = {"params": restored["params"], "meta": meta, "step": step}
     for k in ("train_state", "data"):
       if k in items:
@@ -284,6 +403,37 @@ class Manager:
 
   def __exit__(self, *exc):
     self.close()
+
+
+_SILENCED = False
+
+
+def _silence_abandoned_reads() -> None:
+  """After a failed orbax read, its other array reads finish on a closed event loop: they would
+  print tracebacks ("Event loop is closed", "Task exception was never retrieved") after our one
+  ClowlabError, at any later moment. Drops exactly those (installed on the first failed read)."""
+  global _SILENCED
+  if _SILENCED:
+    return
+  _SILENCED = True
+  prev = sys.unraisablehook
+
+  def hook(u):
+    tb = "".join(traceback.format_tb(u.exc_traceback)) if u.exc_traceback else ""
+    if not (isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed"
+            and "call_soon_threadsafe" in tb):
+      prev(u)
+
+  sys.unraisablehook = hook
+
+  def from_orbax(record):
+    if "exception was never retrieved" not in record.getMessage():
+      return True
+    text = record.getMessage() + (
+        "".join(traceback.format_exception(*record.exc_info)) if record.exc_info else "")
+    return not any(k in text for k in ("orbax", "tensorstore", "OCDBT"))
+
+  logging.getLogger("asyncio").addFilter(from_orbax)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import os
 
 import jax
 
-from clowlab import checkpoint, metrics as metrics_lib, methods, sharding
+from clowlab import checkpoint, config_check, metrics as metrics_lib, methods, sharding
 from clowlab.data import tokenizers
 from clowlab.errors import ClowlabError
 from clowlab.models import encoder as enc
@@ -24,15 +24,21 @@ def run_evaluator(method, params, ecfg, cfg, ctx, mesh) -> dict[str, float]:
 
 def evaluate_workdir(cfg, workdir: str, step: int | None = None) -> dict[str, float]:
   """Evaluates the latest (or given) checkpoint of workdir with cfg's evaluator and data."""
+  config_check.check(cfg)
   method = methods.get(cfg.method)
   mesh = sharding.mesh_from_config(cfg)
   with checkpoint.Manager(workdir, read_only=True, max_to_keep=None) as m:
-    meta = m.read_meta(step) if m.latest_step() is not None else None
-    if meta is None:
+    if m.latest_step() is None:
       raise ClowlabError(f"clowlab: no checkpoint in {checkpoint.checkpoint_dir(workdir)} to "
                          "evaluate. Train first (--config.mode=train_and_eval).")
-    ecfg = enc.EncoderConfig.from_dict(meta["encoder_config"])
+    # The meta of the step restored (an unreadable latest one falls back to the one before).
     r = m.restore(step)
+  meta = r["meta"]
+  if "encoder_config" not in meta:
+    raise ClowlabError(f"clowlab: checkpoint step {r['step']} in "
+                       f"{checkpoint.checkpoint_dir(workdir)} holds no encoder config. Point "
+                       "--workdir at a clowlab training run or `clowlab.convert import` workdir.")
+  ecfg = enc.EncoderConfig.from_dict(meta["encoder_config"])
   params = jax.device_put(r["params"], sharding.param_sharding(r["params"], mesh))
   tokenizer = tokenizers.load_tokenizer(os.path.join(workdir, meta.get("tokenizer") or "tokenizer"))
   ctx = methods.DataContext(tokenizer=tokenizer, process_index=jax.process_index(),
