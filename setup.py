@@ -29,6 +29,7 @@ setuptools.setup(
         "scipy>=1.13",
         "tensorboardX>=2.6",
         "tqdm>=4.66",
+        "matplotlib>=3.8",  # clowlab.report
         "chex>=0.1.90",
     ],
     extras_require={
