@@ -433,11 +433,7 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
             f"({', '.join(sorted(eval_results)) or 'none'}); no best checkpoint is kept. Set "
             "--config.best_metric to one of them.", flush=True)
 
-  on_save_error = cfg.get("on_save_error", "stop")
-  if on_save_error not in ("stop", "continue"):
-    raise ClowlabError(f"clowlab: --config.on_save_error={on_save_error!r}; valid: stop (the "
-                       "run ends when a checkpoint cannot be written), continue (it trains on "
-                       "and retries at the next checkpoint).")
+  on_save_error = cfg.get("on_save_error", "stop")  # stop | continue (config_check)
 
   def save(step, state, metrics=None):
     # A background save that failed earlier is reported by the next save, before that one
