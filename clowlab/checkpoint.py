@@ -329,13 +329,15 @@ class Manager:
     """(read(s) of the first candidate step that is readable, the steps skipped before it);
     ClowlabError if none is."""
     errors = []
+    # Before the reads, not after the first failure: concurrent array reads can fail (and log
+    # from orbax's threads) before the first exception reaches this loop.
+    _silence_abandoned_reads()
     for s in candidates:
       try:
         return read(s), [s for s, _ in errors]
       except ClowlabError:
         raise
       except Exception as e:  # noqa: BLE001 - any read failure means "try the previous step"
-        _silence_abandoned_reads()
         errors.append((s, _reason(e)))
         if s != candidates[-1]:
           logging.warning("clowlab: checkpoint step %d in %s is unreadable (%s); falling back "
@@ -411,7 +413,7 @@ _SILENCED = False
 def _silence_abandoned_reads() -> None:
   """After a failed orbax read, its other array reads finish on a closed event loop: they would
   print tracebacks ("Event loop is closed", "Task exception was never retrieved") after our one
-  ClowlabError, at any later moment. Drops exactly those (installed on the first failed read)."""
+  ClowlabError, at any later moment. Drops exactly those (installed before the first read)."""
   global _SILENCED
   if _SILENCED:
     return
