@@ -17,16 +17,13 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, met
 
 
 def _run(cfg, workdir: str) -> None:
-  from clowlab import train  # noqa: PLC0415 - import jax only after flags parsed
-  from clowlab.errors import ClowlabError  # noqa: PLC0415
-  modes = ("train", "eval", "train_and_eval")
-  if cfg.mode not in modes:
-    raise ClowlabError(f"clowlab: unknown --config.mode={cfg.mode!r}; valid: {', '.join(modes)}.")
-  if cfg.mode in ("train", "train_and_eval"):
-    train.train(cfg, workdir)  # train_and_eval evaluates at eval_every and at the last step
-  else:
-    from clowlab import evaluate  # noqa: PLC0415
+  # Both entry points start with config_check, which rejects an unknown mode.
+  if cfg.get("mode") == "eval":
+    from clowlab import evaluate  # noqa: PLC0415 - import jax only after flags parsed
     evaluate.evaluate_workdir(cfg, workdir)
+  else:
+    from clowlab import train  # noqa: PLC0415
+    train.train(cfg, workdir)  # train_and_eval evaluates at eval_every and at the last step
 
 
 def main(argv):
