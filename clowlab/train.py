@@ -107,6 +107,20 @@ def make_train_step(method: methods.Method, ecfg: enc.EncoderConfig, cfg, tx, lr
   return train_step
 
 
+def jit_train_step(method, ecfg, cfg, tx, lr_fn, s_shard):
+  """The step as the loop runs it: state in and out in its shardings (donated); the batch keeps
+  the sharding it arrives with (sharding.global_batch)."""
+  return jax.jit(make_train_step(method, ecfg, cfg, tx, lr_fn),
+                 in_shardings=(s_shard, None), out_shardings=(s_shard, None), donate_argnums=0)
+
+
+def optimizer_for(method, ecfg, cfg):
+  """(optax transformation, lr schedule) over the method's trainable params."""
+  shapes = jax.eval_shape(lambda: {"encoder": enc.param_shapes(ecfg),
+                                   **method.init_heads(jax.random.key(0), ecfg, cfg)})
+  return optim.make_optimizer(cfg.optim, cfg.total_steps, trainable(method, shapes))
+
+
 # ---------------------------------------------------------------------------------------------
 # Model, tokenizer and state set-up
 
@@ -209,14 +223,36 @@ def resolve_model(cfg, tokenizer) -> tuple[enc.EncoderConfig, dict | None, str]:
   return ecfg, None, "fresh initialisation"
 
 
-def init_state(method, ecfg, cfg, tx, mesh, imported=None):
-  """The sharded train state: params created directly in their shardings (never gathered)."""
+def _state_fns(method, ecfg, cfg, tx):
+  """() -> fresh params, and params -> the whole train state: pure, so that jax.eval_shape gives
+  the state's shapes without allocating it (clowlab.aot compiles a step from those)."""
   rng = jax.random.key(cfg.seed)
   k_enc, k_heads, k_run = jax.random.split(rng, 3)
 
   def fresh_params():
     return {"encoder": enc.init_params(k_enc, ecfg), **method.init_heads(k_heads, ecfg, cfg)}
 
+  def rest(params):
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "opt_state": tx.init(trainable(method, params)),
+            "method_state": method.init_state(params, ecfg, cfg),
+            "rng": jax.random.key_data(k_run), "skipped": jnp.zeros((), jnp.int32)}
+
+  return fresh_params, rest
+
+
+def abstract_state(method, ecfg, cfg, tx, mesh):
+  """The train state as ShapeDtypeStructs carrying their shardings, and the shardings."""
+  fresh_params, rest = _state_fns(method, ecfg, cfg, tx)
+  shapes = jax.eval_shape(rest, jax.eval_shape(fresh_params))
+  s_shard = state_sharding(shapes, mesh)
+  return jax.tree_util.tree_map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, s_shard), s_shard
+
+
+def init_state(method, ecfg, cfg, tx, mesh, imported=None):
+  """The sharded train state: params created directly in their shardings (never gathered)."""
+  fresh_params, rest = _state_fns(method, ecfg, cfg, tx)
   shapes = jax.eval_shape(fresh_params)
   p_shard = sharding.param_sharding(shapes, mesh)
   params = jax.jit(fresh_params, out_shardings=p_shard)()
@@ -228,13 +264,6 @@ def init_state(method, ecfg, cfg, tx, mesh, imported=None):
           raise ClowlabError(f"clowlab: init_from's '{name}' does not have the structure "
                              f"{cfg.method} expects.")
         params[name] = jax.device_put(sub, p_shard[name])
-
-  def rest(params):
-    return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "opt_state": tx.init(trainable(method, params)),
-            "method_state": method.init_state(params, ecfg, cfg),
-            "rng": jax.random.key_data(k_run), "skipped": jnp.zeros((), jnp.int32)}
-
   state_shapes = jax.eval_shape(rest, params)
   s_shard = state_sharding(state_shapes, mesh)
   return jax.jit(rest, out_shardings=s_shard)(params), s_shard
@@ -365,11 +394,7 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
     imported, source = None, f"resumed from {workdir}"
   else:
     ecfg, imported, source = resolve_model(cfg, tokenizer)
-  tx, lr_fn = optim.make_optimizer(
-      cfg.optim, cfg.total_steps,
-      trainable(method, jax.eval_shape(lambda: {"encoder": enc.param_shapes(ecfg),
-                                                **method.init_heads(jax.random.key(0), ecfg,
-                                                                    cfg)})))
+  tx, lr_fn = optimizer_for(method, ecfg, cfg)
   def build_data(params):
     ctx = methods.DataContext(tokenizer=tokenizer, process_index=jax.process_index(),
                               process_count=jax.process_count(), cache_dir=cache_dir,
@@ -400,9 +425,7 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
 
   meta = {"encoder_config": ecfg.to_dict(), "tokenizer": TOKENIZER_SUBDIR, "config": run_cfg,
           "source": source}
-  step_fn = jax.jit(make_train_step(method, ecfg, cfg, tx, lr_fn),
-                    in_shardings=(s_shard, None), out_shardings=(s_shard, None),
-                    donate_argnums=0)
+  step_fn = jit_train_step(method, ecfg, cfg, tx, lr_fn, s_shard)
   writer = metrics_lib.Writer(workdir)
   passes = method.passes_per_example
   passes = passes(cfg) if callable(passes) else passes

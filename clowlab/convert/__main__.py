@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from clowlab.errors import ClowlabError
 
@@ -21,6 +21,7 @@ def main(argv):
   from clowlab import convert  # noqa: PLC0415 - after flag parsing, so --help is fast
   if len(argv) != 2 or argv[1] not in ("import", "export"):
     raise app.UsageError(USAGE)
+  logging.set_verbosity(logging.WARNING)  # as clowlab.main: no orbax INFO lines per item
   try:
     if argv[1] == "import":
       if not FLAGS.hf_dir or not FLAGS.workdir:

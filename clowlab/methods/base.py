@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 from clowlab.models.encoder import EncoderConfig
 
@@ -69,3 +70,21 @@ class Method:
   # (run config, cache dir) -> text files a from-scratch tokenizer ("spm:<vocab>") is trained on,
   # when the method builds its training text itself (default: config.data.train).
   tokenizer_text: Callable[[Any, str], list[str]] | None = None
+  # (run config, encoder config) -> the global batch make_data yields, as jax.ShapeDtypeStruct:
+  # what an ahead-of-time compile (clowlab.aot) lowers the step for without reading any data.
+  # tests/test_aot.py checks it against make_data's real batches.
+  batch_spec: Callable[[Any, EncoderConfig], Batch] | None = None
+
+
+def text_spec(batch: int, seq_len: int, *, mlm: bool = False, index: bool = True) -> Batch:
+  """The fields of one tokenized view (pipeline.FIELDS + attention_mask), [batch, seq_len];
+  mlm: with MlmMasker's labels and weights; index: the loader's per-row record index."""
+  i32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)  # noqa: E731
+  out = {k: i32(batch, seq_len)
+         for k in ("input_ids", "attention_mask", "token_type_ids", "word_ids")}
+  if mlm:
+    out.update(mlm_labels=i32(batch, seq_len),
+               mlm_weights=jax.ShapeDtypeStruct((batch, seq_len), jnp.float32))
+  if index:
+    out["index"] = i32(batch)
+  return out

@@ -32,7 +32,7 @@ import numpy as np
 from clowlab.data import pipeline
 from clowlab.errors import ClowlabError
 from clowlab.methods import mlm, whitening
-from clowlab.methods.base import DataContext, Method
+from clowlab.methods.base import DataContext, Method, text_spec
 from clowlab.models import encoder as enc
 from clowlab.models import flow, poolers
 
@@ -338,7 +338,14 @@ def export_pooler(params, cfg):
           {k: params[k] for k in ("flow", "flow_const", "whitening") if k in params})
 
 
+def batch_spec(cfg, ecfg: enc.EncoderConfig):
+  """Cached features: the frozen encoder's pooled vectors [batch_size, D]; recompute: text."""
+  if settings(cfg).get("features", "cached") == "cached":
+    return {"x_BD": jax.ShapeDtypeStruct((cfg.batch_size, ecfg.hidden_size), jnp.float32)}
+  return text_spec(cfg.batch_size, cfg.seq_len)
+
+
 METHOD = Method(name="bert_flow", init_heads=init_heads, loss=loss, make_data=make_data,
                 evaluate=evaluate, embed=embed, export_pooler=export_pooler, frozen=FROZEN,
-                data_init=data_init, data_uses_params=True,
+                data_init=data_init, data_uses_params=True, batch_spec=batch_spec,
                 passes_per_example=lambda cfg: int(cfg.flow.get("features") == "recompute"))

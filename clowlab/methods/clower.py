@@ -40,7 +40,7 @@ from clowlab.data import masking, multilingual, pipeline, sources, tokenizers
 from clowlab.errors import ClowlabError
 from clowlab.losses import contrastive
 from clowlab.methods import mlm, simcse
-from clowlab.methods.base import DataContext, Method
+from clowlab.methods.base import DataContext, Method, text_spec
 from clowlab.models import encoder as enc
 from clowlab.models import heads, poolers
 
@@ -338,6 +338,21 @@ def evaluate(params, ecfg: enc.EncoderConfig, cfg, ctx: DataContext, mesh):
   return out
 
 
+def batch_spec(cfg, ecfg: enc.EncoderConfig):
+  """Char-MLM rows, plus (with the word view) the whole-word-masked copy, max_words word slots
+  per row and each slot's word alone in max_word_tokens tokens, as ClowerTransform yields."""
+  b, length = cfg.batch_size, cfg.seq_len
+  out = text_spec(b, length, mlm=True)
+  if uses_word_view(cfg):
+    c = settings(cfg)
+    w, t = int(c.max_words), int(c.max_word_tokens)
+    i32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)  # noqa: E731
+    out.update(word_input_ids=i32(b, length), word_slots=i32(b, w), word_keys=i32(b, w),
+               word_unit_ids=i32(b, w, t), word_unit_mask=i32(b, w, t),
+               word_unit_weights=jax.ShapeDtypeStruct((b, w, t), jnp.float32))
+  return out
+
+
 METHOD = Method(name="clower", init_heads=init_heads, loss=loss, make_data=make_data,
                 evaluate=evaluate, passes_per_example=passes, embed=embed,
-                tokenizer_text=tokenizer_text)
+                tokenizer_text=tokenizer_text, batch_spec=batch_spec)

@@ -224,6 +224,7 @@ def loss(params, state, batch, rng, ecfg: enc.EncoderConfig, cfg):
 
 def make_method(name: str) -> Method:
   return Method(name=name, init_heads=init_heads, loss=loss, make_data=mlm.make_data,
+                batch_spec=mlm.batch_spec,
                 passes_per_example=lambda cfg: 2 if cfg.coco.scl else 1)
 
 

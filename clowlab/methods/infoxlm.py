@@ -36,7 +36,7 @@ from clowlab.errors import ClowlabError
 from clowlab.losses import contrastive
 from clowlab.losses import queue as queue_lib
 from clowlab.methods import mlm
-from clowlab.methods.base import DataContext, Method
+from clowlab.methods.base import DataContext, Method, text_spec
 from clowlab.models import encoder as enc
 from clowlab.models import heads, poolers
 
@@ -362,6 +362,25 @@ def evaluate(params, ecfg: enc.EncoderConfig, cfg, ctx: DataContext, mesh):
   return out
 
 
+def batch_spec(cfg, ecfg: enc.EncoderConfig):
+  """{"mono": MMLM rows [batch_size, L], "para": pairs [parallel_batch_size, L] as src and tgt
+  (XLCo) and src_tgt (TLM: one sequence with its own position ids)}, as make_data yields."""
+  c, length = settings(cfg), cfg.seq_len
+  out = {}
+  if c.mmlm_weight:
+    out["mono"] = text_spec(cfg.batch_size, length, mlm=True)
+  if uses_parallel(c):
+    p = int(c.parallel_batch_size)
+    para = {"index": text_spec(p, 1)["index"]}
+    if c.xlco_weight:
+      para.update(src=text_spec(p, length, index=False), tgt=text_spec(p, length, index=False))
+    if c.tlm_weight:
+      tlm = text_spec(p, length, mlm=True, index=False)
+      para["src_tgt"] = {**tlm, "position_ids": tlm["input_ids"]}
+    out["para"] = para
+  return out
+
+
 METHOD = Method(name="infoxlm", init_heads=init_heads, loss=loss, make_data=make_data,
                 init_state=init_state, evaluate=evaluate, passes_per_example=passes_per_example,
-                embed=embed, tokenizer_text=tokenizer_text)
+                embed=embed, tokenizer_text=tokenizer_text, batch_spec=batch_spec)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from clowlab.data import masking, pipeline, sources
-from clowlab.methods.base import DataContext, Method
+from clowlab.methods.base import DataContext, Method, text_spec
 from clowlab.models import encoder as enc
 from clowlab.models import heads
 
@@ -119,5 +119,9 @@ def evaluate(params, ecfg: enc.EncoderConfig, cfg, ctx: DataContext, mesh, files
   return {"mlm_loss": ce / n, "mlm_accuracy": correct / n, "perplexity": math.exp(ce / n)}
 
 
+def batch_spec(cfg, ecfg: enc.EncoderConfig):
+  return text_spec(cfg.batch_size, cfg.seq_len, mlm=True)
+
+
 METHOD = Method(name="mlm", init_heads=init_heads, loss=loss, make_data=make_data,
-                evaluate=evaluate)
+                evaluate=evaluate, batch_spec=batch_spec)

@@ -31,7 +31,7 @@ from clowlab.data import pipeline, sources
 from clowlab.errors import ClowlabError
 from clowlab.losses import contrastive
 from clowlab.methods import mlm
-from clowlab.methods.base import DataContext, Method
+from clowlab.methods.base import DataContext, Method, text_spec
 from clowlab.models import encoder as enc
 from clowlab.models import heads, poolers
 
@@ -142,6 +142,17 @@ def make_data(cfg, ctx: DataContext):
                               process_index=ctx.process_index, process_count=ctx.process_count)
 
 
+def batch_spec(cfg, ecfg: enc.EncoderConfig):
+  c = settings(cfg)
+  if c.objective == "unsup":
+    return text_spec(cfg.batch_size, cfg.seq_len)
+  # Supervised: views a, b (+ c, the hard negative, unless data.columns names only a pair).
+  cols = list(cfg.data.get("columns", []) or [])
+  views = ("a", "b") if len(cols) == 2 else ("a", "b", "c")
+  view = text_spec(cfg.batch_size, cfg.seq_len, index=False)
+  return {**{v: view for v in views}, "index": text_spec(cfg.batch_size, 1)["index"]}
+
+
 def sts_sets(cfg, cache_dir: str | None) -> dict:
   """The STS sets of config.eval.sts ({name, path, columns}) as pairs datasets."""
   from clowlab.evaluators import sts  # noqa: PLC0415
@@ -181,7 +192,7 @@ def export_pooler(params, cfg):
 def make_method(name: str) -> Method:
   return Method(name=name, init_heads=init_heads, loss=loss, make_data=make_data,
                 evaluate=evaluate, passes_per_example=2, embed=embed,
-                export_pooler=export_pooler)
+                export_pooler=export_pooler, batch_spec=batch_spec)
 
 
 METHOD = make_method("simcse")
