@@ -25,4 +25,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "generator_weight": 1.0, "binary_weight": 50.0, "clm_weight": 1.0, "scl_weight": 1.0})
   c.data.eval = []  # judged by finetuning (python -m clowlab.evaluate --task=classification)
   c.mode = "train"
+  if not arg:
+    # The batch of 2048 x 512 in 4 micro-batches: in one, the step needs >= 28.2 GiB per v5e chip
+    # (16 GiB); in four, 12.3 GiB (python -m clowlab.aot --config=configs/coco_lm.py, docs/aot.md).
+    # SCL's negatives are then the 511 other rows of a micro-batch.
+    c.grad_accum_steps = 4
   return c
