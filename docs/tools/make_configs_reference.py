@@ -28,6 +28,8 @@ import tokenize
 from typing import Any
 from unittest import mock
 
+import generated_page  # docs/tools/: the shared write-or-check step
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 PAGE = REPO / "docs" / "configs.md"
@@ -307,15 +309,7 @@ def page() -> str:
 
 
 def main() -> int:
-  text = page()
-  if "--check" in sys.argv:
-    if not PAGE.exists() or PAGE.read_text(encoding="utf-8") != text:
-      print(f"{PAGE} is stale: run python docs/tools/make_configs_reference.py", file=sys.stderr)
-      return 1
-    return 0
-  PAGE.write_text(text, encoding="utf-8")
-  print(f"wrote {PAGE}")
-  return 0
+  return generated_page.write_or_check(PAGE, page(), "make_configs_reference.py")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import pathlib
 import re
 import sys
 
+import generated_page  # docs/tools/: the shared write-or-check step
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "conversion.md"
 BEGIN, END = "<!-- names:begin -->", "<!-- names:end -->"
@@ -53,16 +55,8 @@ def render(text: str) -> str:
 
 
 def main() -> int:
-  text = PAGE.read_text(encoding="utf-8")
-  new = render(text)
-  if "--check" in sys.argv:
-    if new != text:
-      print(f"{PAGE} is stale: run python docs/tools/make_conversion_table.py", file=sys.stderr)
-      return 1
-    return 0
-  PAGE.write_text(new, encoding="utf-8")
-  print(f"wrote {PAGE}")
-  return 0
+  return generated_page.write_or_check(PAGE, render(PAGE.read_text(encoding="utf-8")),
+                                       "make_conversion_table.py")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import ast
 import pathlib
 import sys
 
+import generated_page  # docs/tools/: the shared write-or-check step
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "troubleshooting.md"
 ERRORS = ("ClowlabError", "SaveError")
@@ -77,15 +79,7 @@ def page() -> str:
 
 
 def main() -> int:
-  text = page()
-  if "--check" in sys.argv:
-    if not PAGE.exists() or PAGE.read_text(encoding="utf-8") != text:
-      print(f"{PAGE} is stale: run python docs/tools/make_troubleshooting.py", file=sys.stderr)
-      return 1
-    return 0
-  PAGE.write_text(text, encoding="utf-8")
-  print(f"wrote {PAGE}")
-  return 0
+  return generated_page.write_or_check(PAGE, page(), "make_troubleshooting.py")
 
 
 if __name__ == "__main__":
