@@ -54,7 +54,9 @@ class Writer:
       os.makedirs(workdir, exist_ok=True)
     try:
       from tensorboardX import SummaryWriter  # noqa: PLC0415 - optional at import time
-      self._tb = SummaryWriter(self._tb_dir)
+      # tensorboardX names the file events.out.tfevents.<seconds>.<host>: a second writer on the
+      # same workdir within a second (a quick resume) would replace the first's file on upload.
+      self._tb = SummaryWriter(self._tb_dir, filename_suffix=f".{os.getpid()}.{time.time_ns()}")
     except ImportError:
       self._tb = None
 
