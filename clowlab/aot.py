@@ -116,8 +116,9 @@ def encoder_config(cfg):
           f"clowlab: --config.init_from={src} is neither an HF model directory (config.json) nor "
           "a clowlab workdir. Point it at one, or pass --config.init_from='' to compile with "
           "config.model's architecture (BERT-base where it sets none).")
-    keep = {"compute_dtype", "remat", "scan_layers", "hidden_dropout", "attention_dropout"}
-    return ecfg.replace(**{k: v for k, v in overrides.items() if k in keep}), where
+    from clowlab import train  # noqa: PLC0415
+    return ecfg.replace(**{k: v for k, v in overrides.items()
+                           if k in train.IMPORTED_MODEL_OVERRIDES}), where
   tok = cfg.get("tokenizer", "") or ""
   if tok.startswith(("spm:", "chars:")):
     overrides.setdefault("vocab_size", int(tok.split(":")[1]))

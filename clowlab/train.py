@@ -217,6 +217,11 @@ def resolve_tokenizer(cfg, workdir: str, spm_text=None):
   return tokenizers.load_tokenizer(local_tokenizer_dir(workdir) if remote else str(tok_dir))
 
 
+# Only execution options may be overridden on an imported (init_from) architecture.
+IMPORTED_MODEL_OVERRIDES = frozenset({"compute_dtype", "remat", "scan_layers", "hidden_dropout",
+                                      "attention_dropout"})
+
+
 def resolve_model(cfg, tokenizer) -> tuple[enc.EncoderConfig, dict | None, str]:
   """(encoder config, imported params subtrees or None, description) from init_from/scratch."""
   src = cfg.get("init_from", "") or ""
@@ -233,8 +238,7 @@ def resolve_model(cfg, tokenizer) -> tuple[enc.EncoderConfig, dict | None, str]:
       if m.mlm_head is not None:
         imported["mlm_head"] = m.mlm_head
       what = f"{src} (HF {m.cfg.model_type})"
-    # Only execution options may be overridden on an imported architecture.
-    allowed = {"compute_dtype", "remat", "scan_layers", "hidden_dropout", "attention_dropout"}
+    allowed = IMPORTED_MODEL_OVERRIDES
     bad = sorted(set(overrides) - allowed)
     if bad:
       raise ClowlabError(f"clowlab: --config.model.{bad[0]} cannot change the architecture of "
