@@ -6,8 +6,9 @@ setuptools.setup(
     version="0.1.0",
     description="JAX/Flax, TPU-first contrastive pretraining of text encoders "
     "(CLOWER, layer-wise attention pooling, COCO-LM, BERT-flow, InfoXLM).",
-    packages=setuptools.find_packages(include=["clowlab", "clowlab.*"]),
-    package_data={"clowlab": ["demo_data/*", "demo_data/*/*", "config_schema.json"]},
+    # demo_data holds data files only; it is listed so setuptools ships it as package data.
+    packages=setuptools.find_packages(include=["clowlab", "clowlab.*"]) + ["clowlab.demo_data"],
+    package_data={"clowlab": ["config_schema.json"], "clowlab.demo_data": ["*"]},
     include_package_data=True,
     python_requires=">=3.11",
     install_requires=[
