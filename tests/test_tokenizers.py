@@ -443,3 +443,58 @@ def test_fingerprint(minilm, minilm_dir, trained_spm, tmp_path):
   spm_tok = load_tokenizer(trained_spm("unigram"))
   assert len({minilm.fingerprint, spm_tok.fingerprint,
               load_tokenizer(trained_spm("bpe")).fingerprint}) == 3
+
+
+def _same_tokenizer(a, b, texts):
+  assert (a.vocab_size, a.pad_id, a.cls_id, a.sep_id, a.mask_id, a.unk_id, a.special_ids) == (
+      b.vocab_size, b.pad_id, b.cls_id, b.sep_id, b.mask_id, b.unk_id, b.special_ids)
+  assert a.fingerprint == b.fingerprint  # backend, word mode and segmenter
+  pair = texts[1:] + texts[:1]
+  assert a.encode(texts, pair, max_len=48) == b.encode(texts, pair, max_len=48)
+  ids = a.encode(texts, max_len=64)["input_ids"]
+  assert [a.decode(x) for x in ids] == [b.decode(x) for x in ids]
+
+
+@pytest.mark.parametrize("source", ["minilm", "spm", "m3e_jieba"])
+def test_exact_file_loads_what_the_hf_files_load(source, minilm_dir, trained_spm, tmp_path):
+  """A saved dir loads through clowlab_tokenizer.json (no transformers) to the tokenizer that
+  AutoTokenizer builds from the HF files beside it."""
+  from clowlab.data import tokenizers  # noqa: PLC0415
+  kw = {}
+  if source == "minilm":
+    src = str(minilm_dir)
+  elif source == "spm":
+    src = trained_spm("unigram")
+  else:
+    src, kw = str(_fixture_dir("embedding", "m3e-small")), {"word_segmenter": "jieba"}
+  load_tokenizer(src, **kw).save(str(tmp_path))
+  assert tokenizers._read_exact(str(tmp_path)) is not None  # noqa: SLF001
+  fast = load_tokenizer(str(tmp_path), **kw)
+  segmenter = fast._segmenter  # noqa: SLF001
+  via_hf = tokenizers._load_hf_dir(str(tmp_path), segmenter)  # noqa: SLF001
+  texts = ([r[0] for r in _sts_pairs(40)] if source != "m3e_jieba" else
+           (DEMO / "zh_sentences.txt").read_text(encoding="utf-8").splitlines()[:40])
+  _same_tokenizer(fast, via_hf, texts)
+  # Its copies are the same again, with their own exact file.
+  fast.save(str(tmp_path / "copy"))
+  _same_tokenizer(load_tokenizer(str(tmp_path / "copy"), **kw), via_hf, texts)
+
+
+def test_exact_file_is_ignored_when_the_hf_files_change_or_it_is_damaged(minilm_dir, tmp_path):
+  from clowlab.data import tokenizers  # noqa: PLC0415
+  load_tokenizer(str(minilm_dir)).save(str(tmp_path))
+  cfg_path = tmp_path / "tokenizer_config.json"
+  cfg = json.loads(cfg_path.read_text())
+  cfg["do_lower_case"] = not cfg.get("do_lower_case", True)  # AutoTokenizer now cases differently
+  cfg_path.write_text(json.dumps(cfg))
+  assert tokenizers._read_exact(str(tmp_path)) is None  # noqa: SLF001
+  tok = load_tokenizer(str(tmp_path))
+  hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+  texts = ["Hello World, THIS is Mixed Case."]
+  assert tok.encode(texts, max_len=32)["input_ids"] == _hf_ids(hf, texts, max_len=32)[0]
+  # A damaged exact file: the HF files are loaded instead.
+  load_tokenizer(str(minilm_dir)).save(str(tmp_path / "b"))
+  (tmp_path / "b" / tokenizers.EXACT_FILE).write_text('{"version": 1, "hf_files_sha2')
+  assert tokenizers._read_exact(str(tmp_path / "b")) is None  # noqa: SLF001
+  _same_tokenizer(load_tokenizer(str(tmp_path / "b")), load_tokenizer(str(minilm_dir)),
+                  [r[0] for r in _sts_pairs(10)])

@@ -9,6 +9,12 @@ Everything runs on a `tokenizers.Tokenizer` (Rust) backend:
 `encode` returns unpadded, truncated ids plus `word_ids` (word index per token, -1 for special
 tokens) that word-level masking and CLOWER use. `save` writes files that
 `transformers.AutoTokenizer.from_pretrained` loads into a tokenizer that encodes identically.
+
+`save` also writes `clowlab_tokenizer.json`: the backend and special ids exactly as loaded, with
+a hash of the HF files beside it. `load_tokenizer` reads a dir through it while the hash matches
+(any edit of those files sends it back through AutoTokenizer). That skips importing transformers,
+which imports torch when installed (3-4 s on every start), and keeps a workdir's tokenizer the
+same after a transformers upgrade.
 """
 from __future__ import annotations
 
@@ -35,6 +41,9 @@ _HF_TOKENIZER_FILES = (
     "sentencepiece.model", "tokenizer.model", "bpe.codes")
 # Any one of these marks a dir as an HF tokenizer dir (rather than a bare sentencepiece dir).
 _HF_MARKERS = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
+# What `save` writes besides the HF files (see the module docstring).
+EXACT_FILE = "clowlab_tokenizer.json"
+_EXACT_VERSION = 1
 
 # How word_ids are derived from an encoding.
 _WORDS_PRETOKENIZER = "pretokenizer"  # the pre-tokenizer's words (WordPiece, byte-level BPE)
@@ -63,6 +72,7 @@ class Tokenizer:
                configs: dict[str, dict[str, Any]] | None = None):
     self.name = name
     self.vocab_size = vocab_size
+    self._specials = dict(specials)
     self.pad_id = specials["pad"]
     self.cls_id = specials["cls"]
     self.sep_id = specials["sep"]
@@ -211,11 +221,25 @@ class Tokenizer:
     os.makedirs(out_dir, exist_ok=True)
     if self._copy_from is not None:
       _copy_hf_files(*self._copy_from, out_dir)
-      return
-    self._backend.save(os.path.join(out_dir, "tokenizer.json"))
-    for fname, content in self._configs.items():
-      with open(os.path.join(out_dir, fname), "w", encoding="utf-8") as f:
-        json.dump(content, f, indent=2, ensure_ascii=False)
+      tokenizer_class = self._copy_from[1]
+    else:
+      self._backend.save(os.path.join(out_dir, "tokenizer.json"))
+      for fname, content in self._configs.items():
+        with open(os.path.join(out_dir, fname), "w", encoding="utf-8") as f:
+          json.dump(content, f, indent=2, ensure_ascii=False)
+      tokenizer_class = self._configs.get("tokenizer_config.json", {}).get(
+          "tokenizer_class", "PreTrainedTokenizerFast")
+    exact = {
+        "version": _EXACT_VERSION, "hf_files_sha256": _hf_files_sha256(out_dir),
+        "tokenizer_class": tokenizer_class, "specials": self._specials,
+        "special_ids": sorted(self.special_ids), "vocab_size": self.vocab_size,
+        "word_mode": self._word_mode if self._segmenter is None else (
+            _WORDS_METASPACE if _uses_metaspace(self._backend) else _WORDS_PRETOKENIZER),
+        "cleanup_spaces": self._cleanup_spaces, "backend": self._backend.to_str()}
+    tmp = os.path.join(out_dir, EXACT_FILE + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(exact, f, ensure_ascii=False)
+    os.replace(tmp, os.path.join(out_dir, EXACT_FILE))
 
 
 def _check_texts(arg: str, texts: Sequence[str]) -> list[str]:
@@ -278,6 +302,9 @@ def load_tokenizer(path: str, *, word_segmenter: str | None = None, jieba_dict: 
     return _load_spm(path, segmenter)
   names = set(os.listdir(path))
   if names & set(_HF_MARKERS):
+    exact = _read_exact(path) if EXACT_FILE in names else None
+    if exact is not None:
+      return _load_exact(path, exact, segmenter)
     return _load_hf_dir(path, segmenter)
   models = sorted(n for n in names if n.endswith(".model"))
   if len(models) == 1:
@@ -326,6 +353,45 @@ def _bad_config_model_type(path: str) -> str | None:
   if isinstance(cfg, dict) and "model_type" in cfg and not isinstance(cfg["model_type"], str):
     return repr(cfg["model_type"])
   return None
+
+
+def _hf_files_sha256(path: str) -> str:
+  """Hash of the files AutoTokenizer reads in `path` (names and bytes)."""
+  h = hashlib.sha256()
+  for fname in sorted((*_HF_TOKENIZER_FILES, "config.json")):
+    f = os.path.join(path, fname)
+    if os.path.isfile(f):
+      with open(f, "rb") as fh:
+        h.update(f"{fname}\0{os.path.getsize(f)}\0".encode() + fh.read())
+  return h.hexdigest()
+
+
+def _read_exact(path: str) -> dict[str, Any] | None:
+  """The dir's clowlab_tokenizer.json if it is readable and matches the HF files beside it."""
+  try:
+    with open(os.path.join(path, EXACT_FILE), encoding="utf-8") as f:
+      exact = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    return None  # damaged or unreadable: the HF files are the source of truth
+  if not (isinstance(exact, dict) and exact.get("version") == _EXACT_VERSION
+          and exact.get("hf_files_sha256") == _hf_files_sha256(path)):
+    return None
+  return exact
+
+
+def _load_exact(path: str, exact: dict[str, Any],
+                segmenter: chinese.JiebaSegmenter | None) -> Tokenizer:
+  try:
+    backend = hf_tokenizers.Tokenizer.from_str(exact["backend"])
+    return Tokenizer(
+        backend, name=path, specials={k: int(v) for k, v in exact["specials"].items()},
+        special_ids=frozenset(int(i) for i in exact["special_ids"]),
+        vocab_size=int(exact["vocab_size"]),
+        word_mode=_WORDS_JIEBA if segmenter is not None else str(exact["word_mode"]),
+        segmenter=segmenter, cleanup_spaces=bool(exact["cleanup_spaces"]),
+        copy_from=(path, str(exact["tokenizer_class"])))
+  except Exception:  # noqa: BLE001 - a malformed cache falls back to the HF files
+    return _load_hf_dir(path, segmenter)
 
 
 def _load_hf_dir(path: str, segmenter: chinese.JiebaSegmenter | None) -> Tokenizer:
