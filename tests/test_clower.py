@@ -192,7 +192,8 @@ def test_loss_on_8_devices_equals_1_device(zh_tok):
                     if line.strip()])[:16]
   ecfg, params, batch = _params_and_batch(cfg, zh_tok, texts)
   f = lambda p, b: clower.loss(p, {}, b, jax.random.key(3), ecfg, cfg)[:2]  # noqa: E731
-  (l1, m1), g1 = jax.value_and_grad(f, has_aux=True)(params, batch)
+  # The reference runs on one device (no mesh), compiled: op-by-op it took a minute.
+  (l1, m1), g1 = jax.jit(jax.value_and_grad(f, has_aux=True))(params, batch)
   assert float(m1["words_per_row"]) >= 1 and np.isfinite(float(l1))
   mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
   b8 = jax.device_put(batch, NamedSharding(mesh, P(("data", "fsdp"))))
@@ -202,9 +203,11 @@ def test_loss_on_8_devices_equals_1_device(zh_tok):
   chex.assert_trees_all_close(g8, g1, rtol=1e-3, atol=1e-6)
   # Without the word terms the step is the MLM method's, on the same batch and key.
   cfg0 = _cfg(**{"clower.word_weight": 0.0})
-  lm, _, _ = clower.loss(params, {}, batch, jax.random.key(3), ecfg, cfg0)
+  lm = jax.jit(lambda p, b: clower.loss(p, {}, b, jax.random.key(3), ecfg, cfg0)[0])(
+      params, batch)
   cfg_mlm = override(_cfg(), method="mlm")
-  want, _, _ = mlm.loss(params, {}, batch, jax.random.key(3), ecfg, cfg_mlm)
+  want = jax.jit(lambda p, b: mlm.loss(p, {}, b, jax.random.key(3), ecfg, cfg_mlm)[0])(
+      params, batch)
   chex.assert_trees_all_close(lm, want, rtol=1e-6)
   assert clower.passes(cfg0) == 1 and clower.passes(cfg) == 2 + 4 * 8 / 32
 
