@@ -48,7 +48,8 @@ def path(p: str | os.PathLike) -> pathlib.Path | epath.Path:
 
 
 def cache_root() -> str:
-  """$CLOWLAB_CACHE, else $XDG_CACHE_HOME/clowlab, else ~/.cache/clowlab (as data.sources)."""
+  """$CLOWLAB_CACHE, else $XDG_CACHE_HOME/clowlab, else ~/.cache/clowlab: the root of every
+  clowlab cache (datasets, jieba, remote workdirs' local files)."""
   return os.environ.get("CLOWLAB_CACHE") or os.path.join(
       os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
       "clowlab")

@@ -26,10 +26,8 @@ _CACHE_FILE = "jieba.cache"
 
 def default_cache_dir() -> str:
   """$CLOWLAB_CACHE/jieba, else ~/.cache/clowlab/jieba."""
-  root = os.environ.get("CLOWLAB_CACHE") or os.path.join(
-      os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-      "clowlab")
-  return os.path.join(root, "jieba")
+  from clowlab import paths  # noqa: PLC0415 - etils only when a default is needed
+  return os.path.join(paths.cache_root(), "jieba")
 
 
 _LOAD_LOCK = threading.Lock()

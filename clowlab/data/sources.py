@@ -71,10 +71,8 @@ Column = str | int
 
 def default_cache_dir() -> str:
   """$CLOWLAB_CACHE/datasets, else ~/.cache/clowlab/datasets."""
-  root = os.environ.get("CLOWLAB_CACHE") or os.path.join(
-      os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-      "clowlab")
-  return os.path.join(root, "datasets")
+  from clowlab import paths  # noqa: PLC0415 - etils only when a default is needed
+  return os.path.join(paths.cache_root(), "datasets")
 
 
 # ----------------------------------------------------------------------------------------------
