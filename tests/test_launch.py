@@ -393,6 +393,26 @@ def test_docs_dry_runs_are_current(capsys, monkeypatch):
     assert argv[-1] == "--dry_run"
     launch.main([target, *argv[1:]])
     out, err = capsys.readouterr()
-    got = (out + err).replace(R, "/path/to/clowlab").replace(PY, "/path/to/venv/bin/python")
-    got = got.replace(tempfile.gettempdir() + "/", "/tmp/")
-    assert got.splitlines() == want, first
+    assert _placeholders(out + err).splitlines() == want, first
+
+
+def _placeholders(text: str, py: str = PY) -> str:
+  """This interpreter, checkout and temp dir as the docs write them. Longest path first: the
+  README's venv (.venv) lies inside the checkout, and TMPDIR may lie inside either."""
+  for real, shown in sorted([(py, "/path/to/venv/bin/python"), (R, "/path/to/clowlab"),
+                             (tempfile.gettempdir() + "/", "/tmp/")],
+                            key=lambda p: -len(p[0])):
+    text = text.replace(real, shown)
+  return text
+
+
+@pytest.mark.parametrize("venv_inside", [True, False])
+def test_placeholders_wherever_the_venv_is(monkeypatch, venv_inside):
+  """The docs' dry runs compare equal with the venv inside the checkout (README's .venv) or
+  beside it, and with TMPDIR inside the checkout."""
+  py = f"{R}/.venv/bin/python" if venv_inside else "/opt/venvs/x/bin/python"
+  monkeypatch.setattr(tempfile, "tempdir", f"{R}/tmp")
+  text = f"{py} -m pip install -e {R}\ngit -C {R} archive -o {R}/tmp/c.tar.gz HEAD"
+  assert _placeholders(text, py) == (
+      "/path/to/venv/bin/python -m pip install -e /path/to/clowlab\n"
+      "git -C /path/to/clowlab archive -o /tmp/c.tar.gz HEAD")
