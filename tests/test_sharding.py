@@ -1,47 +1,11 @@
-"""Sharding rules: golden parameter shardings per config, batch sharding, mesh errors."""
-import json
-import os
-import pathlib
-import sys
-
+"""Sharding rules: the indivisible-dimension fallback, batch sharding, mesh errors (golden
+shardings of every method's train state: test_golden.py)."""
 import jax
 import numpy as np
 import pytest
 
-from clowlab import methods, sharding
+from clowlab import sharding
 from clowlab.errors import ClowlabError
-from clowlab.models import encoder as enc
-
-from conftest import REPO
-
-sys.path.insert(0, str(REPO))
-from configs import mlm as mlm_config  # noqa: E402
-
-GOLDEN = pathlib.Path(__file__).parent / "golden"
-
-
-def _param_shapes(cfg, vocab_size=32000):
-  ecfg = enc.EncoderConfig.from_dict({**dict(cfg.model), "vocab_size": vocab_size})
-  method = methods.get(cfg.method)
-  return jax.eval_shape(lambda: {"encoder": enc.init_params(jax.random.key(0), ecfg),
-                                 **method.init_heads(jax.random.key(1), ecfg, cfg)})
-
-
-@pytest.mark.parametrize("config_name", ["mlm"])
-def test_golden_param_shardings(config_name):
-  """The pod-size default's param shardings on an 8-way fsdp mesh. If a change is deliberate,
-  regenerate with CLOWLAB_UPDATE_GOLDEN=1 and review the diff."""
-  cfg = {"mlm": mlm_config}[config_name].get_config()
-  mesh = sharding.make_mesh({"data": 1, "fsdp": 8})
-  table = sharding.sharding_table(_param_shapes(cfg), mesh)
-  path = GOLDEN / f"shardings_{config_name}.json"
-  if os.environ.get("CLOWLAB_UPDATE_GOLDEN"):
-    path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
-  assert table == json.loads(path.read_text())
-  # The big matrices are sharded, the small vectors replicated.
-  assert table["encoder/layers/mlp/wi/kernel"] == "P(None, 'fsdp', None)"
-  assert table["encoder/embeddings/word"] == "P('fsdp', None)"
-  assert table["encoder/layers/attn_ln/scale"] == "P()"
 
 
 def test_indivisible_dims_move_or_stay_replicated():
