@@ -15,13 +15,11 @@ buffers). `--topology=cpu:N` does the same on N host CPU devices when libtpu is 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import re
 import sys
 import time
-from typing import Any
 
 import numpy as np
 
@@ -30,9 +28,6 @@ from clowlab.errors import ClowlabError
 GIB = 1024 ** 3
 # HBM per JAX device (one per chip; v2/v3 expose each of a chip's two cores as a device).
 HBM_GIB = {"v2": 8, "v3": 16, "v4": 32, "v5e": 16, "v5p": 95, "v6e": 32}
-# The method configs `--all` checks, default (pod) variant each.
-ALL_CONFIGS = ("mlm", "simcse", "layer_attention", "bert_flow", "coco_lm", "electra", "infoxlm",
-               "clower")
 
 
 @dataclasses.dataclass
@@ -97,25 +92,12 @@ def encoder_config(cfg):
   """The architecture the run would train, without any weights or tokenizer training:
   init_from's config.json (an HF dir) or checkpoint meta (a clowlab workdir), else config.model
   with the vocabulary size of `tokenizer: spm:N | chars:N` (or an HF tokenizer dir's)."""
-  from clowlab import checkpoint  # noqa: PLC0415
-  from clowlab.convert import hf  # noqa: PLC0415
+  from clowlab.convert import loading  # noqa: PLC0415
   from clowlab.models import encoder as enc  # noqa: PLC0415
   overrides = dict(cfg.get("model", {}) or {})
   src = cfg.get("init_from", "") or ""
   if src:
-    if checkpoint.checkpoint_dir(src).is_dir():
-      with checkpoint.Manager(src, read_only=True, max_to_keep=None) as m:
-        ecfg = enc.EncoderConfig.from_dict(m.read_meta()["encoder_config"])
-      where = f"init_from {src}"
-    elif os.path.isfile(os.path.join(src, "config.json")):
-      with open(os.path.join(src, "config.json"), encoding="utf-8") as f:
-        ecfg = hf.config_from_hf(json.load(f), os.path.join(src, "config.json"))
-      where = f"init_from {src}"
-    else:
-      raise ClowlabError(
-          f"clowlab: --config.init_from={src} is neither an HF model directory (config.json) nor "
-          "a clowlab workdir. Point it at one, or pass --config.init_from='' to compile with "
-          "config.model's architecture (BERT-base where it sets none).")
+    ecfg, where = loading.encoder_config(src), f"init_from {src}"
     from clowlab import train  # noqa: PLC0415
     return ecfg.replace(**{k: v for k, v in overrides.items()
                            if k in train.IMPORTED_MODEL_OVERRIDES}), where
@@ -252,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
   unknown = [a for a in rest if not a.startswith("--config.")]
   if unknown:
     p.error(f"unrecognised arguments: {' '.join(unknown)}")
-  specs = list(args.config) + ([os.path.join(args.configs_dir, f"{m}.py") for m in ALL_CONFIGS]
-                               if args.all else [])
+  # `--all`: every registered method's config (configs/<name>.py), its default (pod) variant.
+  from clowlab import methods  # noqa: PLC0415
+  every = [os.path.join(args.configs_dir, f"{m}.py") for m in methods.METHODS]
+  specs = list(args.config) + (every if args.all else [])
   if not specs:
     p.error("pass --config=configs/<method>.py[:variant] or --all")
   reports = []

@@ -25,7 +25,7 @@ from clowlab.errors import ClowlabError
 
 SCHEMA_FILE = pathlib.Path(__file__).with_name("config_schema.json")
 # Sub-trees whose keys are the user's: an empty dict in the configs, or the encoder's fields.
-OPEN = ("optim.groups",)
+OPEN = ("optim.groups", "evals")
 MODEL = "model"
 _TYPE_NAMES = {bool: "bool", int: "int", float: "float", str: "str", list: "list",
                tuple: "list", type(None): "none"}
@@ -172,6 +172,13 @@ def check(cfg) -> None:
   for key, choices in _CHOICES.items():
     if key in flat and flat[key] not in choices:
       problems.append(f"{key}={flat[key]!r}; valid: {', '.join(choices)}")
+  evals = d.get("evals") or {}
+  if hasattr(evals, "items") and evals:
+    from clowlab.evaluators import registry  # noqa: PLC0415
+    for name, entry in evals.items():
+      if not hasattr(entry, "items") or entry.get("type") not in registry.EVALUATORS:
+        problems.append(f"evals.{name} needs a 'type' among {', '.join(registry.EVALUATORS)} "
+                        f"(got {entry.get('type') if hasattr(entry, 'items') else entry!r})")
   bs, accum = flat.get("batch_size"), flat.get("grad_accum_steps", 1)
   if (isinstance(bs, int) and isinstance(accum, int) and not isinstance(accum, bool)
       and accum >= 1 and bs % accum):

@@ -1,7 +1,7 @@
 """Evaluation of a workdir's checkpoint (config.mode=eval) and during training.
 
-Each method brings its evaluator (`Method.evaluate`); results go to metrics.jsonl with
-split "eval" and are printed.
+The evaluators are chosen by config (config.evals, else the method's own entries; see
+evaluators/registry.py); results go to metrics.jsonl with split "eval" and are printed.
 """
 from __future__ import annotations
 
@@ -9,17 +9,12 @@ import os
 
 import jax
 
-from clowlab import checkpoint, config_check, metrics as metrics_lib, methods, paths, sharding
+from clowlab import (checkpoint, config_check, metrics as metrics_lib, methods, paths, sharding,
+                     train, workdir as workdir_lib)
 from clowlab.data import tokenizers
 from clowlab.errors import ClowlabError
+from clowlab.evaluators import registry
 from clowlab.models import encoder as enc
-
-
-def run_evaluator(method, params, ecfg, cfg, ctx, mesh) -> dict[str, float]:
-  if method.evaluate is None:
-    raise ClowlabError(f"clowlab: method {method.name!r} has no evaluator; use "
-                       "--config.mode=train.")
-  return method.evaluate(params, ecfg, cfg, ctx, mesh)
 
 
 def evaluate_workdir(cfg, workdir: str, step: int | None = None) -> dict[str, float]:
@@ -40,15 +35,13 @@ def evaluate_workdir(cfg, workdir: str, step: int | None = None) -> dict[str, fl
                        "--workdir at a clowlab training run or `clowlab.convert import` workdir.")
   ecfg = enc.EncoderConfig.from_dict(meta["encoder_config"])
   params = jax.device_put(r["params"], sharding.param_sharding(r["params"], mesh))
-  from clowlab import train  # noqa: PLC0415 - train imports this module
   # A remote workdir (gs://...): the tokenizer is read from a local copy, the cache is local.
   tokenizer = tokenizers.load_tokenizer(
-      train.local_tokenizer_dir(workdir, meta.get("tokenizer") or "tokenizer"))
-  ctx = methods.DataContext(tokenizer=tokenizer, process_index=jax.process_index(),
-                            process_count=jax.process_count(),
-                            cache_dir=cfg.get("cache_dir", "") or paths.default_cache_dir(workdir),
-                            params=params, encoder_config=ecfg, mesh=mesh)
-  results = run_evaluator(method, params, ecfg, cfg, ctx, mesh)
+      workdir_lib.local_tokenizer_dir(workdir, meta.get("tokenizer") or
+                                      workdir_lib.TOKENIZER_SUBDIR, jax.process_index()))
+  cache_dir = cfg.get("cache_dir", "") or paths.default_cache_dir(workdir)
+  results = registry.evaluate(train.eval_context(method, params, ecfg, cfg, tokenizer, cache_dir,
+                                                 mesh))
   writer = metrics_lib.Writer(workdir)
   writer.write(r["step"], results, split="eval")
   writer.close()
@@ -100,7 +93,7 @@ def run_cli(task: str, model: str, *, pooling: str | None = None, data: str = ""
   import time  # noqa: PLC0415
 
   from clowlab import embed  # noqa: PLC0415
-  from clowlab.evaluators import retrieval, sts, xlingual  # noqa: PLC0415
+  from clowlab.evaluators import retrieval  # noqa: PLC0415
   if task not in TASKS:
     raise ClowlabError(f"clowlab: unknown --task={task!r}; valid: {', '.join(TASKS)}.")
   t0 = time.perf_counter()
@@ -127,18 +120,23 @@ def run_cli(task: str, model: str, *, pooling: str | None = None, data: str = ""
                           else "stsb-<lang>-<split>.csv files)."))
   emb = embed.load(model, pooling, layer=layer, seq_len=seq_len, batch_size=batch_size or 64)
   out: dict = {"task": task, "model": emb.description}
+  # The registry's evaluators, with the model's embedder (its method's, or --pooling/--layer).
+  ctx = registry.EvalContext(method=None, params=None, ecfg=None, cfg=None,
+                             tokenizer=emb.tokenizer, cache_dir=cache_dir,
+                             embed_override=emb)
   if task == "sts":
     files = [f for f in data.split(",") if f]
     if not files:
       raise ClowlabError("clowlab: --task=sts needs --data=FILE[,FILE...].")
-    sets = {os.path.splitext(os.path.basename(f))[0]: sts.load(f, _columns(columns),
-                                                               cache_dir=cache_dir)
-            for f in files}
-    out.update(sts.evaluate(emb, sets))
+    cols = _columns(columns)
+    out.update(registry.get("sts")(
+        {"sets": [{"name": os.path.splitext(os.path.basename(f))[0], "path": f,
+                   "columns": list(cols) if cols else None} for f in files], "counts": True},
+        ctx))
   elif task == "tatoeba":
-    out.update(xlingual.tatoeba(emb, data, languages or None))
+    out.update(registry.get("tatoeba")({"dir": data, "languages": languages or None}, ctx))
   elif task == "xsts":
-    out.update(xlingual.cross_lingual_sts(emb, data, pairs or None, split))
+    out.update(registry.get("xsts")({"dir": data, "pairs": pairs or None, "split": split}, ctx))
   elif task == "retrieval":
     if not source or not target:
       raise ClowlabError("clowlab: --task=retrieval needs --source=FILE and --target=FILE "

@@ -29,6 +29,7 @@ import time
 import jax
 
 from clowlab import paths
+from clowlab import workdir as workdir_lib
 
 SYNC_EVERY_S = 60.0
 
@@ -37,7 +38,7 @@ class Writer:
 
   def __init__(self, workdir: str, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = os.path.join(workdir, workdir_lib.METRICS_FILE)
     self.remote = paths.is_remote(workdir)
     self._workdir = workdir
     self._local = self.path  # where rows are appended
@@ -48,7 +49,7 @@ class Writer:
       return
     if self.remote:
       local = paths.local_dir(workdir)
-      self._local = os.path.join(local, "metrics.jsonl")
+      self._local = os.path.join(local, workdir_lib.METRICS_FILE)
       remote = paths.path(self.path)
       data = remote.read_bytes() if remote.exists() else b""
       with open(self._local, "wb") as f:  # the remote file is the history, not an older copy
@@ -253,7 +254,7 @@ def _masked_crc(data: bytes) -> int:
 
 
 def read(workdir: str) -> list[dict]:
-  path = paths.path(os.path.join(workdir, "metrics.jsonl"))
+  path = paths.path(os.path.join(workdir, workdir_lib.METRICS_FILE))
   if not path.exists():
     return []
   return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()

@@ -19,8 +19,8 @@ import sys
 from typing import Any
 
 from clowlab.errors import ClowlabError
+from clowlab.workdir import METRICS_FILE
 
-METRICS_FILE = "metrics.jsonl"
 # Evaluation metrics where lower is better (for the "best" column); all others: higher.
 LOWER_IS_BETTER = ("loss", "perplexity", "bits_per_dim", "nll")
 

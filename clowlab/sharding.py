@@ -157,3 +157,11 @@ def global_batch(local_batch: Any, mesh: jax.sharding.Mesh) -> Any:
     return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), x)
 
   return jax.tree_util.tree_map(put, local_batch)
+
+
+def state_sharding(state_shapes, mesh):
+  """A train state's shardings (the trainer's and the finetune harness's): params, optimiser
+  moments and method state follow the param rules (by path); the rest is replicated."""
+  return {k: (param_sharding(v, mesh) if k in ("params", "opt_state", "method_state")
+              else jax.tree_util.tree_map(lambda _: replicated(mesh), v))
+          for k, v in state_shapes.items()}

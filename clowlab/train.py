@@ -28,18 +28,19 @@ import optax
 
 from clowlab import (checkpoint, config_check, metrics as metrics_lib, methods, optim, paths,
                      sharding)
-from clowlab.convert import hf
 from clowlab.data import tokenizers, train_spm
 from clowlab.errors import ClowlabError
+from clowlab import workdir as workdir_lib
+from clowlab.convert import loading
+from clowlab.evaluators import registry
 from clowlab.models import encoder as enc
 
-TOKENIZER_SUBDIR = "tokenizer"
 # Keys that may change between a run and its resume; any other difference is refused.
 RESUMABLE_CHANGES = ("total_steps", "max_train_seconds", "checkpoint_every", "eval_every",
                      "log_every", "mesh", "keep_checkpoints", "mode", "distributed",
                      "progress_bar", "async_checkpoint", "max_bad_steps", "cache_dir",
-                     "accelerator_required", "eval", "preemption_grace_s", "on_save_error",
-                     "num_devices")
+                     "accelerator_required", "eval", "evals", "preemption_grace_s",
+                     "on_save_error", "num_devices")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,6 +131,15 @@ def _config_dict(cfg) -> dict:
   return json.loads(cfg.to_json_best_effort()) if hasattr(cfg, "to_json_best_effort") else dict(cfg)
 
 
+def eval_context(method, params, ecfg, cfg, tokenizer, cache_dir: str, mesh):
+  """The evaluators' view of a run (evaluators/registry.py): batches go onto the run's mesh."""
+  return registry.EvalContext(method=method, params=params, ecfg=ecfg, cfg=cfg,
+                              tokenizer=tokenizer, cache_dir=cache_dir,
+                              process_index=jax.process_index(),
+                              process_count=jax.process_count(),
+                              global_batch=lambda batch: sharding.global_batch(batch, mesh))
+
+
 def check_resumable(saved: dict, current: dict, workdir) -> None:
   diffs = sorted(k for k in set(saved) | set(current)
                  if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
@@ -141,37 +151,20 @@ def check_resumable(saved: dict, current: dict, workdir) -> None:
         "--workdir, or restore the original config to resume.")
 
 
-def _is_workdir(path: str) -> bool:
-  return checkpoint.checkpoint_dir(path).is_dir()
-
-
-# Written last into a remote workdir's tokenizer/: an upload cut short is not a tokenizer.
-TOKENIZER_COMPLETE = ".clowlab_complete"
-
-
-def local_tokenizer_dir(workdir: str, name: str = TOKENIZER_SUBDIR) -> str:
-  """<workdir>/<name> as a local directory the tokenizer loaders can read: itself for a local
-  workdir, a fresh copy in the workdir's local directory (one per process) for a remote one."""
-  if not paths.is_remote(workdir):
-    return os.path.join(workdir, name)
-  return paths.download_tree(
-      paths.path(workdir) / name,
-      os.path.join(paths.local_dir(workdir), f"{name}.process{jax.process_index()}"))
-
-
 def resolve_tokenizer(cfg, workdir: str, spm_text=None):
   """The run's tokenizer, copied into (or trained in) workdir/tokenizer on first use.
 
   spm_text: () -> files to train a "spm:<vocab>" or build a "chars:<vocab>" tokenizer on
     (default: config.data.train).
-  A remote workdir: built in its local directory, uploaded (TOKENIZER_COMPLETE last), and read
-  back through a local copy on every process.
+  A remote workdir: built in its local directory, uploaded (workdir.TOKENIZER_COMPLETE last), and
+  read back through a local copy on every process.
   """
+  subdir, complete = workdir_lib.TOKENIZER_SUBDIR, workdir_lib.TOKENIZER_COMPLETE
   remote = paths.is_remote(workdir)
   build_root = pathlib.Path(paths.local_dir(workdir) if remote else workdir)
-  tok_dir = build_root / TOKENIZER_SUBDIR  # where it is built (== the workdir's, if local)
-  remote_tok = paths.path(workdir) / TOKENIZER_SUBDIR
-  present = (remote_tok / TOKENIZER_COMPLETE).exists() if remote else tok_dir.is_dir()
+  tok_dir = build_root / subdir  # where it is built (== the workdir's, if local)
+  remote_tok = paths.path(workdir) / subdir
+  present = (remote_tok / complete).exists() if remote else tok_dir.is_dir()
   if not present and jax.process_index() == 0:
     if remote and tok_dir.is_dir():  # left from an earlier run on this path: build afresh
       import shutil  # noqa: PLC0415
@@ -187,7 +180,7 @@ def resolve_tokenizer(cfg, workdir: str, spm_text=None):
         raise ClowlabError(f"clowlab: --config.tokenizer={spec!r}: '{kind}:' takes the vocab "
                            f"size (special tokens included) as an integer, e.g. '{kind}:8000'.")
       files = spm_text() if spm_text is not None else list(cfg.data.train)
-      tmp = build_root / (TOKENIZER_SUBDIR + ".tmp")
+      tmp = build_root / (subdir + ".tmp")
       if tmp.is_dir():  # left by an interrupted build
         import shutil  # noqa: PLC0415
         shutil.rmtree(tmp)
@@ -201,9 +194,9 @@ def resolve_tokenizer(cfg, workdir: str, spm_text=None):
       tokenizers.load_tokenizer(str(tmp)).save(str(tmp))
       os.replace(tmp, tok_dir)
     elif src:
-      if _is_workdir(src):
-        src = local_tokenizer_dir(src) if paths.is_remote(src) else \
-            str(pathlib.Path(src) / TOKENIZER_SUBDIR)
+      if workdir_lib.is_workdir(src):
+        src = (workdir_lib.local_tokenizer_dir(src, process_index=jax.process_index())
+               if paths.is_remote(src) else str(pathlib.Path(src) / subdir))
       tokenizers.load_tokenizer(src).save(str(tok_dir))
     else:
       raise ClowlabError("clowlab: no tokenizer: set --config.tokenizer to an HF directory, a "
@@ -212,11 +205,13 @@ def resolve_tokenizer(cfg, workdir: str, spm_text=None):
                          "directory.")
     if remote:
       paths.upload_tree(tok_dir, remote_tok)
-      (remote_tok / TOKENIZER_COMPLETE).write_text("")
+      (remote_tok / complete).write_text("")
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # noqa: PLC0415
     multihost_utils.sync_global_devices("clowlab_tokenizer")
-  return tokenizers.load_tokenizer(local_tokenizer_dir(workdir) if remote else str(tok_dir))
+  return tokenizers.load_tokenizer(
+      workdir_lib.local_tokenizer_dir(workdir, process_index=jax.process_index()) if remote
+      else str(tok_dir))
 
 
 def check_init_from(src: str) -> None:
@@ -248,17 +243,9 @@ def resolve_model(cfg, tokenizer) -> tuple[enc.EncoderConfig, dict | None, str]:
   src = cfg.get("init_from", "") or ""
   overrides = {k: v for k, v in dict(cfg.get("model", {}) or {}).items()}
   if src:
-    if _is_workdir(src):
-      params, meta, step = checkpoint.restore(src)
-      ecfg = enc.EncoderConfig.from_dict(meta["encoder_config"])
-      imported = jax.tree_util.tree_map(np.asarray, dict(params))
-      what = f"{src} (clowlab checkpoint, step {step})"
-    else:
-      m = hf.load_hf(src)
-      ecfg, imported = m.cfg, {"encoder": m.params}
-      if m.mlm_head is not None:
-        imported["mlm_head"] = m.mlm_head
-      what = f"{src} (HF {m.cfg.model_type})"
+    # An HF export's sentence pooler is not imported: the run's method initialises its own heads.
+    w = loading.load_weights(src, pooler=False)
+    ecfg, imported, what = w.ecfg, w.params, w.description
     allowed = IMPORTED_MODEL_OVERRIDES
     bad = sorted(set(overrides) - allowed)
     if bad:
@@ -298,7 +285,7 @@ def abstract_state(method, ecfg, cfg, tx, mesh):
   """The train state as ShapeDtypeStructs carrying their shardings, and the shardings."""
   fresh_params, rest = _state_fns(method, ecfg, cfg, tx)
   shapes = jax.eval_shape(rest, jax.eval_shape(fresh_params))
-  s_shard = state_sharding(shapes, mesh)
+  s_shard = sharding.state_sharding(shapes, mesh)
   return jax.tree_util.tree_map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, s_shard), s_shard
 
@@ -318,15 +305,8 @@ def init_state(method, ecfg, cfg, tx, mesh, imported=None):
                              f"{cfg.method} expects.")
         params[name] = jax.device_put(sub, p_shard[name])
   state_shapes = jax.eval_shape(rest, params)
-  s_shard = state_sharding(state_shapes, mesh)
+  s_shard = sharding.state_sharding(state_shapes, mesh)
   return jax.jit(rest, out_shardings=s_shard)(params), s_shard
-
-
-def state_sharding(state_shapes, mesh):
-  """Params and optimiser moments follow the param rules (by path); the rest is replicated."""
-  return {k: (sharding.param_sharding(v, mesh) if k in ("params", "opt_state", "method_state")
-              else jax.tree_util.tree_map(lambda _: sharding.replicated(mesh), v))
-          for k, v in state_shapes.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,7 +396,7 @@ def train(cfg, workdir: str) -> dict[str, Any]:
       raise ClowlabError(f"clowlab: cannot write to --workdir={workdir} ({e.strerror}: "
                          f"{e.filename}). Pass a writable directory with free space.") from None
   # One run per workdir: a second one would interleave checkpoints and metrics.
-  with checkpoint.workdir_lock(workdir, enabled=jax.process_index() == 0):
+  with workdir_lib.workdir_lock(workdir, enabled=jax.process_index() == 0):
     return _train(cfg, workdir)
 
 
@@ -499,8 +479,8 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
     params = method.data_init(state["params"], data, ecfg, cfg, mesh)
     state = {**state, "params": jax.device_put(params, s_shard["params"])}
 
-  meta = {"encoder_config": ecfg.to_dict(), "tokenizer": TOKENIZER_SUBDIR, "config": run_cfg,
-          "source": source}
+  meta = {"encoder_config": ecfg.to_dict(), "tokenizer": workdir_lib.TOKENIZER_SUBDIR,
+          "config": run_cfg, "source": source}
   step_fn = jit_train_step(method, ecfg, cfg, tx, lr_fn, s_shard)
   writer = metrics_lib.Writer(workdir)
   passes = method.passes_per_example
@@ -517,10 +497,12 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
           flush=True)
 
   eval_results: dict[str, float] = {}
+  # config.evals, else the method's own evaluation; a method with neither is never evaluated.
+  evaluates = bool(cfg.get("evals", None)) or method.evals is not None
 
   def run_eval(step):
-    from clowlab import evaluate  # noqa: PLC0415
-    res = evaluate.run_evaluator(method, state["params"], ecfg, cfg, ctx, mesh)
+    res = registry.evaluate(eval_context(method, state["params"], ecfg, cfg, ctx.tokenizer,
+                                         cache_dir, mesh))
     writer.write(step, res, split="eval")
     if jax.process_index() == 0 and res:
       print(f"clowlab: eval at step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in res.items()),
@@ -600,7 +582,7 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
       pending = (step, m)
       if bar is not None:
         bar.update(1)
-      eval_now = method.evaluate is not None and (
+      eval_now = evaluates and (
           (cfg.get("eval_every", 0) and step % cfg.eval_every == 0) or
           (step == cfg.total_steps and cfg.get("mode", "train") == "train_and_eval"))
       if eval_now:
@@ -619,7 +601,7 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
         if jax.process_index() == 0:
           why = "SIGTERM" if stop else f"max_train_seconds={budget_s:g} reached"
           print(f"clowlab: {why}: saved step {step}, exiting.", flush=True)
-        if out_of_time and method.evaluate is not None and cfg.get("mode", "train") == \
+        if out_of_time and evaluates and cfg.get("mode", "train") == \
             "train_and_eval" and step != cfg.total_steps:
           run_eval(step)
         break

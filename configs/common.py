@@ -18,6 +18,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
   c.best_metric = ""              # e.g. "eval/stsb_spearman": also keep the best checkpoint
+  # Evaluators by name: {"NAME": {"type": mlm | sts | flow_sts | tatoeba | xsts | bitext |
+  # xsts_files, ...that type's keys}} (clowlab/evaluators/registry.py, docs/evaluators.md);
+  # empty = the method's own evaluation from its eval.* / data.eval keys.
+  c.evals = ml_collections.ConfigDict()
   c.async_checkpoint = True
   c.log_every = 10
   c.progress_bar = True

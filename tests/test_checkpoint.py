@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from clowlab import checkpoint
+from clowlab import workdir as workdir_lib
 from clowlab.errors import ClowlabError
 
 
@@ -44,8 +45,8 @@ def test_a_second_run_on_the_same_workdir_is_refused_and_a_killed_one_frees_it(t
   from clowlab import train  # noqa: PLC0415
   from tiny import tiny_cfg  # noqa: PLC0415
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time; from clowlab import checkpoint\n"
-       f"with checkpoint.workdir_lock({str(tmp_path)!r}):\n"
+      [sys.executable, "-c", "import sys, time; from clowlab import workdir as workdir_lib\n"
+       f"with workdir_lib.workdir_lock({str(tmp_path)!r}):\n"
        "  print('locked', flush=True); time.sleep(120)"],
       stdout=subprocess.PIPE, text=True)
   try:
@@ -56,7 +57,7 @@ def test_a_second_run_on_the_same_workdir_is_refused_and_a_killed_one_frees_it(t
   finally:
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-  with checkpoint.workdir_lock(tmp_path):  # the dead holder left no stale lock
+  with workdir_lib.workdir_lock(tmp_path):  # the dead holder left no stale lock
     with pytest.raises(ClowlabError, match="in use"):
-      with checkpoint.workdir_lock(tmp_path):
+      with workdir_lib.workdir_lock(tmp_path):
         pass

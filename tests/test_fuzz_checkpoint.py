@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 
 import fuzzlog
 from clowlab import checkpoint, train
+from clowlab import workdir as workdir_lib
 from clowlab.errors import ClowlabError
 
 from tiny import tiny_cfg
@@ -311,7 +312,7 @@ def test_corrupt_both_steps(run, c, c2):
 
 def _full_copy(run, tmp_path, name) -> pathlib.Path:
   w = tmp_path / name
-  shutil.copytree(run["workdir"], w, ignore=shutil.ignore_patterns(checkpoint.LOCK_FILE))
+  shutil.copytree(run["workdir"], w, ignore=shutil.ignore_patterns(workdir_lib.LOCK_FILE))
   return w
 
 
@@ -347,7 +348,7 @@ def only_step_damaged(run, tmp_path_factory):
       ("meta deleted", ("delete item", "meta")),
   ]:
     w = root / name.replace(" ", "_")
-    shutil.copytree(run["workdir"], w, ignore=shutil.ignore_patterns(checkpoint.LOCK_FILE))
+    shutil.copytree(run["workdir"], w, ignore=shutil.ignore_patterns(workdir_lib.LOCK_FILE))
     d = checkpoint.checkpoint_dir(w)
     shutil.rmtree(d / str(PREVIOUS))
     if damage[0] == "truncate file":  # every array chunk of params

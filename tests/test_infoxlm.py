@@ -125,8 +125,8 @@ def test_one_token_per_line_sources(tmp_path):
   (tmp_path / "ner.txt").write_text("\n我\tO\n爱\tO\n北\tB-LOC\n京\tI-LOC\n\n\n"
                                     "iPhone\tO\n很\tO\n好\tO\n\n", encoding="utf-8")
   spec = str(tmp_path / "ner.txt")
-  assert multilingual._file_texts(spec + "#@chars") == ["我爱北京", "iPhone很好"]  # noqa: SLF001
-  assert multilingual._file_texts(spec + "#@tokens") == ["我 爱 北 京", "iPhone 很 好"]  # noqa: SLF001
+  assert multilingual.file_texts(spec + "#@chars") == ["我爱北京", "iPhone很好"]
+  assert multilingual.file_texts(spec + "#@tokens") == ["我 爱 北 京", "iPhone 很 好"]
   corpus = multilingual.prepare(mono=[f"zh:{spec}#@chars"], cache_dir=str(tmp_path / "c"))
   assert open(corpus.mono_files["zh"], encoding="utf-8").read().splitlines() == [
       "我爱北京", "iPhone很好"]

@@ -23,6 +23,7 @@ import pytest
 from etils import epath
 
 from clowlab import checkpoint, metrics, paths, train
+from clowlab import workdir as workdir_lib
 from clowlab.errors import ClowlabError
 from tiny import tiny_cfg
 
@@ -71,13 +72,13 @@ def test_tree_copies(tmp_path):
 
 @pytest.fixture
 def fast_lease(monkeypatch):
-  monkeypatch.setattr(checkpoint, "LEASE_SETTLE_S", 0.05)
-  monkeypatch.setattr(checkpoint, "LEASE_RENEW_S", 0.05)
-  monkeypatch.setattr(checkpoint, "LEASE_TTL_S", 300.0)
+  monkeypatch.setattr(workdir_lib, "LEASE_SETTLE_S", 0.05)
+  monkeypatch.setattr(workdir_lib, "LEASE_RENEW_S", 0.05)
+  monkeypatch.setattr(workdir_lib, "LEASE_TTL_S", 300.0)
 
 
 def _lease(tmp_path):
-  return checkpoint._lease_lock(epath.Path(tmp_path) / ".clowlab.lock", "gs://b/run")
+  return workdir_lib._lease_lock(epath.Path(tmp_path) / ".clowlab.lock", "gs://b/run")
 
 
 def _write_lease(tmp_path, **holder):
@@ -134,7 +135,7 @@ def test_live_lease_elsewhere_is_respected(tmp_path, fast_lease):
 def test_lease_race_last_writer_wins(tmp_path, monkeypatch, fast_lease):
   """Two runs starting together both find no lease and both write one; reading back after
   LEASE_SETTLE_S tells them apart: the one whose write was overwritten refuses."""
-  monkeypatch.setattr(checkpoint, "LEASE_SETTLE_S", 0.5)
+  monkeypatch.setattr(workdir_lib, "LEASE_SETTLE_S", 0.5)
   lock = tmp_path / ".clowlab.lock"
 
   def overwrite():
@@ -210,7 +211,7 @@ def gcs():
 @pytest.fixture
 def local_cache(tmp_path, monkeypatch):
   monkeypatch.setenv("CLOWLAB_CACHE", str(tmp_path / "clowlab_cache"))
-  monkeypatch.setattr(checkpoint, "LEASE_SETTLE_S", 0.05)
+  monkeypatch.setattr(workdir_lib, "LEASE_SETTLE_S", 0.05)
 
 
 def test_metrics_are_uploaded_whole(gcs, local_cache, monkeypatch):
@@ -271,10 +272,10 @@ def test_checkpoints_on_gcs(gcs, local_cache):
 
 def test_workdir_lock_on_gcs(gcs, local_cache):
   lock = epath.Path("gs://bucket/locked/.clowlab.lock")
-  with checkpoint.workdir_lock("gs://bucket/locked"):
+  with workdir_lib.workdir_lock("gs://bucket/locked"):
     assert json.loads(lock.read_text())["pid"] == os.getpid()
     with pytest.raises(ClowlabError, match="gs://bucket/locked is in use by another run"):
-      with checkpoint.workdir_lock("gs://bucket/locked"):
+      with workdir_lib.workdir_lock("gs://bucket/locked"):
         pass
     # train refuses a busy workdir before any work
     with pytest.raises(ClowlabError, match="is in use by another run"):
@@ -322,7 +323,7 @@ def test_train_on_gcs_resumes_bitwise(gcs, local_cache, tmp_path, tok):
                                                     "tokenizer"]  # no lease left behind
   assert [r["step"] for r in metrics.read(work)] == [1, 2, 3, 4, 5, 6]
   assert len(list((root / "tb").iterdir())) == 2
-  assert (root / "tokenizer" / train.TOKENIZER_COMPLETE).exists()
+  assert (root / "tokenizer" / workdir_lib.TOKENIZER_COMPLETE).exists()
   assert {p.name for p in (root / "tokenizer").iterdir()} >= {"tokenizer.json"}
   from clowlab import evaluate  # noqa: PLC0415
   res = evaluate.evaluate_workdir(tiny_cfg(mode="eval", **kw), work)

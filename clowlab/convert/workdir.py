@@ -4,14 +4,15 @@ from __future__ import annotations
 import os
 import pathlib
 
-import numpy as np
 
 from clowlab import checkpoint
-from clowlab.convert import hf
+from clowlab import workdir as workdir_layout
+from clowlab.convert import hf, loading
+from clowlab.convert.loading import POOLER_CONFIG, POOLER_WEIGHTS, flatten
 from clowlab.errors import ClowlabError
 from clowlab.models import encoder as enc
 
-TOKENIZER_SUBDIR = "tokenizer"
+TOKENIZER_SUBDIR = workdir_layout.TOKENIZER_SUBDIR
 
 
 def _check_tokenizer(tok_dir: pathlib.Path, cfg: enc.EncoderConfig, source: str) -> None:
@@ -39,19 +40,10 @@ def import_to_workdir(hf_dir: str | os.PathLike, workdir: str | os.PathLike) -> 
 
 
 def load_workdir(workdir: str | os.PathLike, step: int | None = None):
-  """(params as numpy, EncoderConfig, meta, step) of a clowlab workdir's checkpoint."""
-  params, meta, step = checkpoint.restore(workdir, step)
-  if "encoder" not in params or "encoder_config" not in meta:
-    raise ClowlabError(f"clowlab: the checkpoint in {workdir} holds no encoder; export needs a "
-                       "workdir written by `clowlab.convert import` or a clowlab training run.")
-  cfg = enc.EncoderConfig.from_dict(meta["encoder_config"])
-  params = {k: _to_numpy(v) for k, v in params.items()}
-  return params, cfg, meta, step
-
-
-def _to_numpy(tree):
-  import jax  # noqa: PLC0415
-  return jax.tree_util.tree_map(np.asarray, tree)
+  """(params as numpy, EncoderConfig, meta, step) of a clowlab workdir's checkpoint
+  (clowlab.loading.load_weights)."""
+  w = loading.load_weights(workdir, step, workdir_only=True)
+  return w.params, w.ecfg, w.meta, w.step
 
 
 def export_workdir(workdir: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -86,7 +78,7 @@ def sentence_files(params, cfg: enc.EncoderConfig, meta: dict) -> dict[str, byte
   import ml_collections  # noqa: PLC0415
   from safetensors.numpy import save  # noqa: PLC0415
 
-  from clowlab import embed, methods  # noqa: PLC0415
+  from clowlab import methods  # noqa: PLC0415
   run_cfg = meta.get("config") or {}
   name = run_cfg.get("method")
   method = methods.METHODS.get(name) if name else None
@@ -106,7 +98,7 @@ def sentence_files(params, cfg: enc.EncoderConfig, meta: dict) -> dict[str, byte
                 "do_lower_case": False}, indent=2).encode()}
   if method is not None and method.export_pooler is not None:
     pcfg, head = method.export_pooler(params, ml_collections.ConfigDict(run_cfg))
-    files[embed.POOLER_CONFIG] = json.dumps(pcfg, indent=2, sort_keys=True).encode()
+    files[POOLER_CONFIG] = json.dumps(pcfg, indent=2, sort_keys=True).encode()
     if head:
-      files[embed.POOLER_WEIGHTS] = save(embed.flatten(head))
+      files[POOLER_WEIGHTS] = save(flatten(head))
   return files

@@ -85,7 +85,7 @@ def _split_columns(spec: str) -> tuple[str, list[str | int] | None]:
   return path, out
 
 
-def _lang_and_path(spec: str, what: str, pair: bool) -> tuple[str, str]:
+def lang_and_path(spec: str, what: str, pair: bool) -> tuple[str, str]:
   lang, sep, rest = spec.partition(":")
   langs = lang.split("-")
   if not sep or not rest or len(langs) != (2 if pair else 1) or not all(
@@ -103,7 +103,7 @@ def _lines(path: str) -> list[str]:
           sources._read_lines(sources._check_files(path)[0])]  # noqa: SLF001
 
 
-def _file_texts(spec: str) -> list[str]:
+def file_texts(spec: str) -> list[str]:
   """The texts of one 'PATH' or 'PATH#COLUMN' spec."""
   path, cols = _split_columns(spec)
   if cols is None:
@@ -143,7 +143,7 @@ def _conll_texts(spec: str, path: str, name: str) -> list[str]:
 
 
 def _pairs(spec: str) -> tuple[str, str, list[tuple[str, str]]]:
-  langs, rest = _lang_and_path(spec, "parallel", pair=True)
+  langs, rest = lang_and_path(spec, "parallel", pair=True)
   src_lang, tgt_lang = langs.split("-")
   paths, cols = _split_columns(rest)
   if "|" in paths:
@@ -194,7 +194,7 @@ def _signature(specs: Iterable[str]) -> list:
 def excluded_sentences(exclude: Sequence[str]) -> set[str]:
   out: set[str] = set()
   for spec in exclude:
-    out.update(normalize(t) for t in _file_texts(spec))
+    out.update(normalize(t) for t in file_texts(spec))
   return out
 
 
@@ -226,8 +226,8 @@ def prepare(*, mono: Sequence[str] = (), parallel: Sequence[str] = (),
     texts.setdefault(lang, {})[s] = None
 
   for spec in mono:
-    lang, rest = _lang_and_path(spec, "mono", pair=False)
-    lines = _file_texts(rest)
+    lang, rest = lang_and_path(spec, "mono", pair=False)
+    lines = file_texts(rest)
     if not lines:
       raise ClowlabError(f"clowlab: data.mono entry {spec!r}: {rest.partition('#')[0]} holds no "
                          "text (it is empty or only blank). Check the path, or remove the entry.")

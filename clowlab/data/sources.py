@@ -130,6 +130,48 @@ def load_pairs(path: Paths, *, columns: Sequence[Column] | None = None,
                       label_dtype=label_dtype)
 
 
+def load_scored_pairs(path: str, columns: Sequence[Column] | None = None, *,
+                      cache_dir: str | None = None, header: bool | None = None):
+  """A scored pairs file (STS: sentence pairs with a gold similarity) as a pairs dataset
+  (text_a, text_b, label); see load_pairs.
+
+  columns: (first, second, score) as header names or 0-based indices; None guesses from the
+  header (sentence1/sentence2/score, ...).
+  """
+  ds = load_pairs(path, columns=columns, header=header, cache_dir=cache_dir)
+  if "label" not in ds.column_names:
+    raise ClowlabError(f"clowlab: {path} has no score column; pass columns=(first, second, "
+                       "score), e.g. --columns=sentence1,sentence2,score.")
+  return ds
+
+
+def scored_pair_sets(specs, cache_dir: str | None, key: str = "eval.sts") -> dict:
+  """{name: scored pairs dataset} of a list of {path, columns, name} (config.eval.sts or an
+  sts evaluator's `sets`); `key` names the config entry in errors."""
+  out = {}
+  for i, spec in enumerate(specs or []):
+    spec = dict(spec)
+    if "path" not in spec:
+      raise ClowlabError(f"clowlab: {key}[{i}] needs a path (and columns, name).")
+    name = spec.get("name") or os.path.splitext(os.path.basename(spec["path"]))[0]
+    cols = spec.get("columns")
+    out[name] = load_scored_pairs(spec["path"], tuple(cols) if cols else None,
+                                  cache_dir=cache_dir)
+  return out
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
+
+
+def split_sentences(batch: dict) -> dict:
+  """A batched `datasets.map` function: each text's sentences (split after . ! ? and their
+  CJK forms followed by white space) as rows of their own; blank pieces dropped."""
+  out = []
+  for t in batch["text"]:
+    out.extend(x for x in _SENTENCE_END.split(t) if x.strip())
+  return {"text": out}
+
+
 def load_triples(path: Paths, *, columns: Sequence[Column] | None = None,
                  format: str | None = None, header: bool | None = None,
                  names: Sequence[str] | None = None,

@@ -13,7 +13,7 @@ Labels. Regression when asked, or when every train label is a number and one is 
 (STS-B's 3.8); else classification: the ids are the sorted distinct train labels (numerically if
 all are integers, else as text), so label id 1 is the second label in that order. A dev label
 the train file lacks is an error.
-Model. The encoder of `embed.load_model` (clowlab workdir or HF directory), BERT's tanh pooler
+Model. The encoder of `loading.load_model` (clowlab workdir or HF directory), BERT's tanh pooler
 over [CLS] (initialised fresh when the checkpoint has none), dropout 0.1 and a linear head, as
 HF's BertForSequenceClassification; cross-entropy, or MSE on one output for regression.
 Training. AdamW (`clowlab.optim`): lr 2e-5 warmed up over the first 10 % of steps then decayed
@@ -356,14 +356,13 @@ def make_train_step(ecfg: enc.EncoderConfig, tx, regression: bool,
 
 def init_state(params, tx, mesh, seed: int):
   """The sharded train state {step, params, opt_state, rng} and its shardings."""
-  from clowlab import train  # noqa: PLC0415 - the trainer's state sharding rules
   params = jax.device_put(params, sharding.param_sharding(params, mesh))
 
   def make(p):
     return {"step": jnp.zeros((), jnp.int32), "params": p, "opt_state": tx.init(p),
             "rng": jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 1))}
 
-  s_shard = train.state_sharding(jax.eval_shape(make, params), mesh)
+  s_shard = sharding.state_sharding(jax.eval_shape(make, params), mesh)
   return jax.jit(make, out_shardings=s_shard)(params), s_shard
 
 
@@ -403,9 +402,9 @@ def run(model, train: str, dev: str, columns: Sequence, *, epochs: int = 3,
         learning_rate: float = 2e-5, batch_size: int = 32, seed: int = 0, seq_len: int = 128,
         max_train_examples: int = 0, regression: bool | None = None, mesh=None,
         dropout: float = HEAD_DROPOUT, verbose: bool = True) -> dict[str, Any]:
-  """Finetunes `model` (a path, or an `embed.LoadedModel`) on train, scores dev; see the module
+  """Finetunes `model` (a path, or a `loading.LoadedModel`) on train, scores dev; see the module
   doc. Returns the JSON-able results."""
-  from clowlab import embed  # noqa: PLC0415
+  from clowlab.convert import loading  # noqa: PLC0415 - the harness loads its model (design.md, layers)
   t0 = time.perf_counter()
   if epochs < 1 or batch_size < 1 or learning_rate <= 0:
     raise ClowlabError(f"clowlab: finetune needs epochs >= 1, batch_size >= 1 and "
@@ -413,7 +412,7 @@ def run(model, train: str, dev: str, columns: Sequence, *, epochs: int = 3,
   # The data first: its errors are the common ones, and reading it is quicker than the model.
   task = load_task(train, dev, columns, regression=regression,
                    max_train_examples=max_train_examples, seed=seed)
-  m = model if isinstance(model, embed.LoadedModel) else embed.load_model(model)
+  m = model if isinstance(model, loading.LoadedModel) else loading.load_model(model)
   mesh = mesh if mesh is not None else sharding.make_mesh()
   dp = sharding.data_parallel_size(mesh)
   if batch_size % dp:

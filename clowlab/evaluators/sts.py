@@ -10,11 +10,12 @@ the per-set correlations weighted by their sizes). With one set they coincide.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 from scipy import stats
 
+from clowlab.data import sources
 from clowlab.errors import ClowlabError
 
 
@@ -32,19 +33,8 @@ def correlations(sims: np.ndarray, gold: np.ndarray) -> dict[str, float]:
           "pearson": 100 * float(stats.pearsonr(sims, gold).statistic), "n": int(len(gold))}
 
 
-def load(path: str, columns: Sequence | None = None, *, cache_dir: str | None = None,
-         header: bool | None = None):
-  """An STS file as a pairs dataset (text_a, text_b, label = gold score); see sources.load_pairs.
-
-  columns: (first, second, score) as header names or 0-based indices; None guesses from the
-  header (sentence1/sentence2/score, ...).
-  """
-  from clowlab.data import sources  # noqa: PLC0415
-  ds = sources.load_pairs(path, columns=columns, header=header, cache_dir=cache_dir)
-  if "label" not in ds.column_names:
-    raise ClowlabError(f"clowlab: {path} has no score column; pass columns=(first, second, "
-                       "score), e.g. --columns=sentence1,sentence2,score.")
-  return ds
+# STS files are read by the data layer (BERT-flow trains on their sentences too).
+load = sources.load_scored_pairs
 
 
 def evaluate(embedder, sets: Mapping[str, object]) -> dict[str, float]:
@@ -69,3 +59,17 @@ def evaluate(embedder, sets: Mapping[str, object]) -> dict[str, float]:
   out.update({"spearman": c["spearman"], "pearson": c["pearson"], "n": c["n"],
               "spearman_wmean": weighted / c["n"]})
   return out
+
+
+def run(spec: dict, ctx) -> dict[str, float]:
+  """Entry {"type": "sts", "sets": [{name, path, columns}, ...], "batch_size": 64, "counts":
+  False}: Spearman x 100 of the method's evaluation-mode embedding (per set, "all" and
+  "wmean"; with counts, the number of pairs as <name>/n and n)."""
+  sets = sources.scored_pair_sets(spec.get("sets", []), ctx.cache_dir,
+                                  spec.get("key", "eval.sts"))
+  if not sets:
+    return {}
+  r = evaluate(ctx.embedder(int(spec.get("batch_size", 64))), sets)
+  if spec.get("counts", False):  # the pair counts too (the CLI's JSON has them)
+    return r
+  return {k: float(v) for k, v in r.items() if not k.endswith("/n") and k != "n"}

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from clowlab.data import multilingual
 from clowlab.errors import ClowlabError
 from clowlab.evaluators import retrieval, sts
 
@@ -244,3 +245,57 @@ def _score_pairs(embedder: Callable, pairs: dict[str, tuple[tuple, tuple]]) -> d
     out[f"xsts_{name}"] = c["spearman"]
     out[f"xsts_{name}_pearson"] = c["pearson"]
   return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluator entries (evaluators/registry.py): the method's embedding, in batches of
+# "batch_size" (default 64).
+
+
+def _listed(value):
+  """A config list (a tuple or ConfigDict list) as a list; "a,b" strings and None as given."""
+  return value if value is None or isinstance(value, str) else list(value)
+
+
+def run_tatoeba(spec: dict, ctx) -> dict[str, float]:
+  """{"type": "tatoeba", "dir": DIR, "languages": [xxx, ...] (default: every pair in DIR)}."""
+  return tatoeba(ctx.embedder(int(spec.get("batch_size", 64))), spec["dir"],
+                 _listed(spec.get("languages")) or None)
+
+
+def run_xsts(spec: dict, ctx) -> dict[str, float]:
+  """{"type": "xsts", "dir": DIR, "pairs": ["en-zh", ...] (default: every pair in DIR),
+  "split": "test"}."""
+  return cross_lingual_sts(ctx.embedder(int(spec.get("batch_size", 64))), spec["dir"],
+                           _listed(spec.get("pairs")), split=spec.get("split", "test"))
+
+
+def run_bitext(spec: dict, ctx) -> dict[str, float]:
+  """{"type": "bitext", "pairs": ["XX-YY:PATH_XX|PATH_YY[#COLUMN]", ...]}: retrieval accuracy
+  of line-aligned files, both directions (bitext_<x>_<y>_<x>2<y> / _<y>2<x>)."""
+  embedder = ctx.embedder(int(spec.get("batch_size", 64)))
+  out = {}
+  for pair in spec.get("pairs", []) or []:
+    langs, rest = multilingual.lang_and_path(pair, "eval.bitext", pair=True)
+    x, y = langs.split("-")
+    files, col = rest.partition("#")[0], rest.partition("#")[2]
+    src_path, _, tgt_path = files.partition("|")
+    src = multilingual.file_texts(src_path + (f"#{col}" if col else ""))
+    tgt = multilingual.file_texts(tgt_path + (f"#{col}" if col else ""))
+    r = retrieval.evaluate_aligned(embedder, src, tgt)
+    out[f"bitext_{x}_{y}_{x}2{y}"] = r["acc_source_to_target"]
+    out[f"bitext_{x}_{y}_{y}2{x}"] = r["acc_target_to_source"]
+  return out
+
+
+def run_xsts_files(spec: dict, ctx) -> dict[str, float]:
+  """{"type": "xsts_files", "pairs": ["XX-YY:PATH_XX|PATH_YY", ...]}: cross-lingual STS of
+  row-aligned scored files (columns sentence1, sentence2, score)."""
+  specs = {}
+  for pair in spec.get("pairs", []) or []:
+    langs, rest = multilingual.lang_and_path(pair, "eval.xsts", pair=True)
+    specs[langs] = tuple(rest.split("|", 1))
+  if not specs:
+    return {}
+  return cross_lingual_sts_files(ctx.embedder(int(spec.get("batch_size", 64))), specs,
+                                 ("sentence1", "sentence2", "score"))

@@ -1,14 +1,27 @@
-"""Registry of methods: `get(name)` fails listing the valid names."""
+"""Registry of methods, the one list of method names: every `Method` defined at the top level
+of a module in this package, found by name (a new method is its own file, nothing else here).
+`get(name)` fails listing the valid names."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from clowlab.errors import ClowlabError
-from clowlab.methods import bert_flow, clower, coco_lm, infoxlm, layer_attention, mlm, simcse
 from clowlab.methods.base import DataContext, Method
 
-METHODS: dict[str, Method] = {m.name: m for m in (mlm.METHOD, simcse.METHOD,
-                                                  layer_attention.METHOD, bert_flow.METHOD,
-                                                  coco_lm.METHOD, coco_lm.ELECTRA,
-                                                  infoxlm.METHOD, clower.METHOD)}
+
+def _discover() -> dict[str, Method]:
+  found: dict[str, Method] = {}
+  for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+    module = importlib.import_module(f"{__name__}.{info.name}")
+    for value in vars(module).values():
+      if isinstance(value, Method) and found.setdefault(value.name, value) is not value:
+        raise ClowlabError(f"clowlab: two methods are named {value.name!r} (one in "
+                           f"clowlab/methods/{info.name}.py); give each a name of its own.")
+  return found
+
+
+METHODS: dict[str, Method] = _discover()
 
 
 def get(name: str) -> Method:

@@ -46,8 +46,13 @@ class Method:
   make_data: Callable[[Any, DataContext], Any]
   # (params, encoder config, run config) -> initial method state (default: none).
   init_state: Callable[[Params, EncoderConfig, Any], Any] = lambda params, ecfg, cfg: {}
-  # (params, encoder config, run config, DataContext, mesh) -> {metric: float} on held-out data.
-  evaluate: Callable[..., dict[str, float]] | None = None
+  # (run config, cache dir) -> the evaluation entries {name: {"type": ..., ...}} its config
+  # asks for (config.evals, when set, replaces them); evaluators/registry.py runs them. None: the
+  # method has no evaluation of its own.
+  evals: Callable[[Any, str], dict[str, dict]] | None = None
+  # (params, masked batch, encoder config, run config) -> (cross-entropy sum, predictions,
+  # correct) in evaluation mode: the MLM head the held-out "mlm" evaluator scores.
+  mlm_eval: Callable[..., tuple[jax.Array, jax.Array, jax.Array]] | None = None
   # Encoder forward passes per example per step (e.g. 2 for two-view contrastive), or a function
   # of the run config: for tokens/s and MFU. 0: the step runs no encoder (cached features).
   passes_per_example: int | Callable[[Any], int] = 1

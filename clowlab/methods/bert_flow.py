@@ -29,12 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clowlab.data import pipeline
+from clowlab.data import pipeline, sources
 from clowlab.errors import ClowlabError
 from clowlab.methods import mlm, whitening
 from clowlab.methods.base import DataContext, Method, text_spec
 from clowlab.models import encoder as enc
-from clowlab.models import flow, poolers
+from clowlab.models import embedder, flow, poolers
 
 FEATURES = ("cached", "recompute")
 EMBEDS = ("flow", "whitening", "raw")
@@ -106,12 +106,12 @@ def loss(params, state, batch, rng, ecfg: enc.EncoderConfig, cfg):
 def training_sentences(cfg, ctx: DataContext) -> list[str]:
   """data.train's lines (+ the eval.sts sentences with data.from_eval_sts), deduplicated in
   first-seen order."""
-  from clowlab.methods import simcse  # noqa: PLC0415 - its eval.sts reader
   texts: list[str] = []
   if list(cfg.data.get("train", []) or []):
     texts += list(mlm.text_dataset(cfg, ctx)["text"])
   if cfg.data.get("from_eval_sts", False):
-    for ds in simcse.sts_sets(cfg, ctx.cache_dir).values():
+    for ds in sources.scored_pair_sets(cfg.get("eval", {}).get("sts", []),
+                                       ctx.cache_dir).values():
       texts += list(ds["text_a"]) + list(ds["text_b"])
   texts = list(dict.fromkeys(t for t in texts if t.strip()))
   if len(texts) < cfg.batch_size:
@@ -135,7 +135,6 @@ def _fingerprint(encoder_params, ecfg, pooler: str, seq_len: int, texts: list[st
 def encode_features(encoder_params, ecfg, tokenizer, texts, pooler: str, seq_len: int,
                     cache_dir: str | None = None) -> np.ndarray:
   """Pooled frozen-encoder vectors of `texts` [N, D] float32, cached under cache_dir."""
-  from clowlab import embed as embed_lib  # noqa: PLC0415
   path = None
   if cache_dir:
     key = _fingerprint(encoder_params, ecfg, pooler, seq_len, texts)
@@ -147,8 +146,8 @@ def encode_features(encoder_params, ecfg, tokenizer, texts, pooler: str, seq_len
       logging.warning("clowlab: feature cache %s has shape %s, expected %s; recomputing.",
                       path, x.shape, (len(texts), ecfg.hidden_size))
   params = jax.device_get(encoder_params)
-  fn = embed_lib.pooled_fn(params, ecfg.replace(scan_layers=False), pooler)
-  x = embed_lib.Embedder(tokenizer, fn, seq_len=seq_len)(texts)
+  fn = embedder.pooled_fn(params, ecfg.replace(scan_layers=False), pooler)
+  x = embedder.Embedder(tokenizer, fn, seq_len=seq_len)(texts)
   if path:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
@@ -272,63 +271,14 @@ def data_init(params, data: FlowData, ecfg: enc.EncoderConfig, cfg, mesh):
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation: raw vs whitening vs flow, STS and isotropy
+# Evaluation (raw vs whitening vs flow, STS and isotropy): evaluators/flow.py
 
 
-def isotropy(x_ND: np.ndarray, pairs: int = 10_000, seed: int = 0) -> dict[str, float]:
-  """Mean cosine of random sentence pairs (0 for an isotropic cloud), the largest covariance
-  eigenvalue's share of the total variance, and log10 of the eigenvalue spread (max / min)."""
-  x = np.asarray(x_ND, np.float64)
-  rng = np.random.default_rng(seed)
-  i, j = rng.integers(0, len(x), pairs), rng.integers(0, len(x), pairs)
-  keep = i != j
-  xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-  cos = np.sum(xn[i[keep]] * xn[j[keep]], -1)
-  eig = np.clip(np.linalg.eigvalsh(np.cov(x, rowvar=False)), 1e-12, None)
-  return {"mean_cos": float(cos.mean()), "top_eig_share": float(eig[-1] / eig.sum()),
-          "log10_eig_spread": float(np.log10(eig[-1] / eig[0]))}
-
-
-def evaluate(params, ecfg: enc.EncoderConfig, cfg, ctx: DataContext, mesh):
-  """STS Spearman x 100 of raw pooled vectors, whitening (each of flow.whitening_dims) and the
-  flow latent, plus isotropy and held-out bits/dim on the STS sentences. Keys without a prefix
-  are the method's own embedding (flow.embed)."""
-  from clowlab.evaluators import sts  # noqa: PLC0415
-  from clowlab.methods import simcse  # noqa: PLC0415
-  c = settings(cfg)
-  sets = simcse.sts_sets(cfg, ctx.cache_dir)
-  if not sets:
-    return {}
-  texts = list(dict.fromkeys(t for ds in sets.values() for t in
-                             list(ds["text_a"]) + list(ds["text_b"])))
-  x = encode_features(params["encoder"], ecfg, ctx.tokenizer, texts, c.pooler, cfg.seq_len,
-                      ctx.cache_dir)
-  row = {t: i for i, t in enumerate(texts)}
-  fcfg = flow_config(ecfg, cfg)
-  host = jax.device_get({k: params[k] for k in ("flow", "flow_const", "whitening")
-                         if k in params})
-  # One flow pass gives both the latent and the held-out bits/dim.
-  z, logdet = jax.jit(lambda p, v: flow.forward(p["flow"], p.get("flow_const"), v, fcfg))(host, x)
-  bpd = np.asarray(-flow.log_prob_of_latent(z, logdet) / (fcfg.dim * np.log(2.0)))
-  z = np.asarray(z)
-  variants = {"raw": x, "flow": z}
-  for k in list(c.get("whitening_dims", [0]) or [0]):
-    name = "whitening" if not k else f"whitening_{k}"
-    variants[name] = np.asarray(whitening.apply(host["whitening"], x, int(k)))
-  out = {"bits_per_dim": float(bpd.mean())}
-  for name, v in variants.items():
-    lookup = lambda ts, v=v: v[[row[t] for t in ts]]  # noqa: E731
-    r = sts.evaluate(lookup, sets)
-    out.update({f"{name}/{k}": float(val) for k, val in r.items()
-                if not k.endswith("/n") and k != "n"})
-    out.update({f"{name}/isotropy/{k}": val for k, val in isotropy(v).items()})
-  own = c.get("embed", "flow")
-  own_dim = int(c.get("embed_whitening_dim", 0))
-  own = f"whitening_{own_dim}" if own == "whitening" and own_dim else own
-  if own in variants:
-    out.update({k[len(own) + 1:]: v for k, v in list(out.items()) if k.startswith(own + "/")
-                and "/isotropy/" not in k})
-  return out
+def evals(cfg, cache_dir: str) -> dict:
+  """Default evaluation: the "flow_sts" evaluator (raw, whitening and flow STS side by side,
+  isotropy, held-out bits/dim) on config.eval.sts."""
+  sets = list(cfg.get("eval", {}).get("sts", []) or [])
+  return {"flow_sts": {"type": "flow_sts", "sets": sets}} if sets else {}
 
 
 def export_pooler(params, cfg):
@@ -346,6 +296,6 @@ def batch_spec(cfg, ecfg: enc.EncoderConfig):
 
 
 METHOD = Method(name="bert_flow", init_heads=init_heads, loss=loss, make_data=make_data,
-                evaluate=evaluate, embed=embed, export_pooler=export_pooler, frozen=FROZEN,
+                evals=evals, embed=embed, export_pooler=export_pooler, frozen=FROZEN,
                 data_init=data_init, data_uses_params=True, batch_spec=batch_spec,
                 passes_per_example=lambda cfg: int(cfg.flow.get("features") == "recompute"))

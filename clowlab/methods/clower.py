@@ -39,7 +39,7 @@ import numpy as np
 from clowlab.data import masking, multilingual, pipeline, sources, tokenizers
 from clowlab.errors import ClowlabError
 from clowlab.losses import contrastive
-from clowlab.methods import mlm, simcse
+from clowlab.methods import mlm
 from clowlab.methods.base import DataContext, Method, text_spec
 from clowlab.models import encoder as enc
 from clowlab.models import heads, poolers
@@ -327,14 +327,17 @@ def embed(params, batch, ecfg: enc.EncoderConfig, cfg):
   return poolers.pool(out, batch["attention_mask"], "mean")
 
 
-def evaluate(params, ecfg: enc.EncoderConfig, cfg, ctx: DataContext, mesh):
-  """Held-out char-MLM (config.data.eval text specs) and Chinese STS / matching sets
-  (config.eval.sts: {name, path, columns}; Spearman x 100 of cosine vs score or 0/1 label)."""
+def evals(cfg, cache_dir: str) -> dict:
+  """Default evaluation: held-out char-MLM on config.data.eval (its text specs prepared as the
+  training text is) and Chinese STS / matching sets (config.eval.sts: {name, path, columns};
+  Spearman x 100 of cosine vs score or 0/1 label)."""
   out = {}
   if list(cfg.data.get("eval", []) or []):
-    out.update(mlm.evaluate(params, ecfg, cfg, ctx, mesh,
-                            files=[corpus_file(cfg, ctx.cache_dir, "eval")]))
-  out.update(simcse.evaluate(params, ecfg, cfg, ctx, mesh))
+    out["mlm"] = {"type": "mlm", "files": [corpus_file(cfg, cache_dir, "eval")],
+                  "split_sentences": False}
+  sets = list(cfg.get("eval", {}).get("sts", []) or [])
+  if sets:
+    out["sts"] = {"type": "sts", "sets": sets}
   return out
 
 
@@ -354,5 +357,5 @@ def batch_spec(cfg, ecfg: enc.EncoderConfig):
 
 
 METHOD = Method(name="clower", init_heads=init_heads, loss=loss, make_data=make_data,
-                evaluate=evaluate, passes_per_example=passes, embed=embed,
+                evals=evals, mlm_eval=mlm.heldout_terms, passes_per_example=passes, embed=embed,
                 tokenizer_text=tokenizer_text, batch_spec=batch_spec)

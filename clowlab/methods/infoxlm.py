@@ -323,42 +323,26 @@ def embed(params, batch, ecfg: enc.EncoderConfig, cfg):
   return poolers.pool_layer(out, batch["attention_mask"], c.eval_pooling, layer)
 
 
-def evaluate(params, ecfg: enc.EncoderConfig, cfg, ctx: DataContext, mesh):
-  """Tatoeba-style retrieval (both directions) and cross-lingual STS on config.eval sets."""
-  from clowlab import embed as embed_lib  # noqa: PLC0415
-  from clowlab.evaluators import retrieval, xlingual  # noqa: PLC0415
+def evals(cfg, cache_dir: str) -> dict:
+  """Default evaluation from config.eval: Tatoeba-style retrieval (tatoeba_dir,
+  tatoeba_languages), cross-lingual STS (xsts_dir, xsts_pairs, xsts_split), explicit bitext
+  pairs (bitext) and scored cross-lingual pairs (xsts); each embedded as `embed` does, in
+  batches of eval.batch_size. A directory that does not exist is skipped."""
   e = cfg.get("eval", None)
   if not e:
     return {}
-  embedder = embed_lib.Embedder(ctx.tokenizer, embed_lib.method_fn(METHOD, params, ecfg, cfg),
-                                seq_len=cfg.seq_len, batch_size=int(e.get("batch_size", 64)))
+  bs = int(e.get("batch_size", 64))
   out = {}
-  tatoeba_dir = e.get("tatoeba_dir", "")
-  if tatoeba_dir and os.path.isdir(tatoeba_dir):
-    langs = list(e.get("tatoeba_languages", []) or []) or None
-    out.update(xlingual.tatoeba(embedder, tatoeba_dir, langs))
-  xsts_dir = e.get("xsts_dir", "")
-  if xsts_dir and os.path.isdir(xsts_dir):
-    out.update(xlingual.cross_lingual_sts(embedder, xsts_dir, list(e.xsts_pairs),
-                                          split=e.get("xsts_split", "test")))
-  # Explicit file pairs (e.g. the demo set): "XX-YY:PATH_XX|PATH_YY[#COLUMN]".
-  for spec in e.get("bitext", []) or []:
-    langs, rest = multilingual._lang_and_path(spec, "eval.bitext", pair=True)  # noqa: SLF001
-    x, y = langs.split("-")
-    paths, col = rest.partition("#")[0], rest.partition("#")[2]
-    src_path, _, tgt_path = paths.partition("|")
-    src = multilingual._file_texts(src_path + (f"#{col}" if col else ""))  # noqa: SLF001
-    tgt = multilingual._file_texts(tgt_path + (f"#{col}" if col else ""))  # noqa: SLF001
-    r = retrieval.evaluate_aligned(embedder, src, tgt)
-    out[f"bitext_{x}_{y}_{x}2{y}"] = r["acc_source_to_target"]
-    out[f"bitext_{x}_{y}_{y}2{x}"] = r["acc_target_to_source"]
-  specs = {}
-  for spec in e.get("xsts", []) or []:
-    langs, rest = multilingual._lang_and_path(spec, "eval.xsts", pair=True)  # noqa: SLF001
-    specs[langs] = tuple(rest.split("|", 1))
-  if specs:
-    out.update(xlingual.cross_lingual_sts_files(embedder, specs,
-                                                ("sentence1", "sentence2", "score")))
+  if e.get("tatoeba_dir", "") and os.path.isdir(e.tatoeba_dir):
+    out["tatoeba"] = {"type": "tatoeba", "dir": e.tatoeba_dir, "batch_size": bs,
+                      "languages": list(e.get("tatoeba_languages", []) or [])}
+  if e.get("xsts_dir", "") and os.path.isdir(e.xsts_dir):
+    out["xsts"] = {"type": "xsts", "dir": e.xsts_dir, "pairs": list(e.xsts_pairs),
+                   "split": e.get("xsts_split", "test"), "batch_size": bs}
+  if list(e.get("bitext", []) or []):
+    out["bitext"] = {"type": "bitext", "pairs": list(e.bitext), "batch_size": bs}
+  if list(e.get("xsts", []) or []):
+    out["xsts_files"] = {"type": "xsts_files", "pairs": list(e.xsts), "batch_size": bs}
   return out
 
 
@@ -382,5 +366,5 @@ def batch_spec(cfg, ecfg: enc.EncoderConfig):
 
 
 METHOD = Method(name="infoxlm", init_heads=init_heads, loss=loss, make_data=make_data,
-                init_state=init_state, evaluate=evaluate, passes_per_example=passes_per_example,
+                init_state=init_state, evals=evals, passes_per_example=passes_per_example,
                 embed=embed, tokenizer_text=tokenizer_text, batch_spec=batch_spec)

@@ -8,7 +8,6 @@ all L positions: at V=30k it is the largest matmul of the step.
 from __future__ import annotations
 
 import math
-import re
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +17,6 @@ from clowlab.data import masking, pipeline, sources
 from clowlab.methods.base import DataContext, Method, text_spec
 from clowlab.models import encoder as enc
 from clowlab.models import heads
-
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
 
 
 def max_predictions(cfg) -> int:
@@ -63,18 +60,11 @@ def loss(params, state, batch, rng, ecfg: enc.EncoderConfig, cfg):
                  "mlm_dropped_predictions": dropped}, state
 
 
-def _split_sentences(batch):
-  out = []
-  for t in batch["text"]:
-    out.extend(s for s in _SENTENCE_END.split(t) if s.strip())
-  return {"text": out}
-
-
 def text_dataset(cfg, ctx: DataContext):
   """The unlabeled text of config.data.train, optionally split into sentences."""
   ds = sources.load_text(list(cfg.data.train), cache_dir=ctx.cache_dir)
   if cfg.data.get("split_sentences", False):
-    ds = ds.map(_split_sentences, batched=True, remove_columns=ds.column_names,
+    ds = ds.map(sources.split_sentences, batched=True, remove_columns=ds.column_names,
                 desc="Splitting sentences")
   return ds
 
@@ -89,34 +79,18 @@ def make_data(cfg, ctx: DataContext):
                               transform=masker)
 
 
-def evaluate(params, ecfg: enc.EncoderConfig, cfg, ctx: DataContext, mesh, files=None):
-  """Masked-LM loss, accuracy and perplexity on config.data.eval (fixed masks from the seed).
+def heldout_terms(params, batch, ecfg: enc.EncoderConfig, cfg):
+  """(cross-entropy sum, predictions, correct) of a masked batch in evaluation mode: the MLM
+  head the held-out MLM evaluator (evaluators/mlm.py) scores."""
+  return mlm_loss_on(params, batch, None, ecfg, max_predictions(cfg), train=False)[:3]
 
-  files: text files to use instead, as they are (no sentence splitting).
-  """
-  from clowlab import sharding  # noqa: PLC0415 - methods stay mesh-free except at evaluation
-  split = files is None and cfg.data.get("split_sentences", False)
-  files = list(cfg.data.get("eval", []) or []) if files is None else list(files)
-  if not files:
-    return {}
-  ds = sources.load_text(files, cache_dir=ctx.cache_dir)
-  if split:
-    ds = ds.map(_split_sentences, batched=True, remove_columns=ds.column_names)
-  tok_ds = pipeline.tokenize(ds, ctx.tokenizer, seq_len=cfg.seq_len, cache_dir=ctx.cache_dir)
-  masker = masking.MlmMasker.from_tokenizer(ctx.tokenizer, masking.MaskingConfig(
-      mask_prob=cfg.mlm.mask_prob, whole_word=cfg.mlm.whole_word))
-  loader = pipeline.make_loader(tok_ds, global_batch_size=cfg.batch_size, seed=cfg.seed,
-                                shuffle=False, num_epochs=1, drop_remainder=False,
-                                process_index=ctx.process_index,
-                                process_count=ctx.process_count, transform=masker)
-  fn = jax.jit(lambda p, b: mlm_loss_on(p, b, None, ecfg, max_predictions(cfg), train=False)[:3])
-  ce = n = correct = 0.0
-  for batch in loader:
-    batch = {k: v for k, v in batch.items() if k not in ("valid", "index")}
-    c, k, r = jax.device_get(fn(params, sharding.global_batch(batch, mesh)))
-    ce, n, correct = ce + float(c), n + float(k), correct + float(r)
-  n = max(n, 1.0)
-  return {"mlm_loss": ce / n, "mlm_accuracy": correct / n, "perplexity": math.exp(ce / n)}
+
+def evals(cfg, cache_dir: str) -> dict:
+  """Default evaluation: held-out masked-LM on config.data.eval (split into sentences as the
+  training text is)."""
+  files = list(cfg.data.get("eval", []) or [])
+  return {"mlm": {"type": "mlm", "files": files,
+                  "split_sentences": bool(cfg.data.get("split_sentences", False))}} if files else {}
 
 
 def batch_spec(cfg, ecfg: enc.EncoderConfig):
@@ -124,4 +98,4 @@ def batch_spec(cfg, ecfg: enc.EncoderConfig):
 
 
 METHOD = Method(name="mlm", init_heads=init_heads, loss=loss, make_data=make_data,
-                evaluate=evaluate, batch_spec=batch_spec)
+                batch_spec=batch_spec, evals=evals, mlm_eval=heldout_terms)

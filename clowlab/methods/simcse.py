@@ -9,8 +9,8 @@ sup:   (anchor, positive, hard negative) triples (SimCSE's NLI: premise, entailm
        hard-negative logit (SimCSE's option, default 0). Pairs data (no hard negative) also works.
 
 The sentence vector is `pooler` (cls, cls_before_pooler, mean, first_last_avg, last_two_avg,
-or layer_attention: see methods/layer_attention.py), then optionally an MLP (dense D_in -> D +
-tanh, freshly initialised as in SimCSE) with `mlp`: "train_only" (SimCSE unsup: the MLP shapes
+or layer_attention: LAYER_ATTENTION_METHOD below), then optionally an MLP (dense D_in -> D
++ tanh, freshly initialised as in SimCSE) with `mlp`: "train_only" (SimCSE unsup: the MLP shapes
 the loss, evaluation uses the raw pooler output), "always" (SimCSE sup; layer attention) or
 "none". Loss: InfoNCE over cosine / temperature (0.05).
 
@@ -18,11 +18,9 @@ Config block `contrastive` (shared with layer_attention): objective, pooler, mlp
 hard_negative_weight, symmetric, label_smoothing, impl (sharded | global | chunked), chunk_size,
 rrelu_lower/upper. Data: `data.train` (text files for unsup; a CSV/TSV/JSONL of triples or
 pairs for sup, `data.columns` naming them). Evaluation: `eval.sts`, a list of
-{name, path, columns} STS files, Spearman x 100 (see evaluators/sts.py).
+{name, path, columns} STS files, Spearman x 100 (the "sts" evaluator, evaluators/sts.py).
 """
 from __future__ import annotations
-
-import os
 
 import jax
 import jax.numpy as jnp
@@ -153,32 +151,11 @@ def batch_spec(cfg, ecfg: enc.EncoderConfig):
   return {**{v: view for v in views}, "index": text_spec(cfg.batch_size, 1)["index"]}
 
 
-def sts_sets(cfg, cache_dir: str | None) -> dict:
-  """The STS sets of config.eval.sts ({name, path, columns}) as pairs datasets."""
-  from clowlab.evaluators import sts  # noqa: PLC0415
-  out = {}
-  for i, spec in enumerate(cfg.get("eval", {}).get("sts", []) or []):
-    spec = dict(spec)
-    if "path" not in spec:
-      raise ClowlabError(f"clowlab: eval.sts[{i}] needs a path (and columns, name).")
-    name = spec.get("name") or os.path.splitext(os.path.basename(spec["path"]))[0]
-    cols = spec.get("columns")
-    out[name] = sts.load(spec["path"], tuple(cols) if cols else None, cache_dir=cache_dir)
-  return out
-
-
-def evaluate(params, ecfg: enc.EncoderConfig, cfg, ctx: DataContext, mesh):
-  """STS (Spearman x 100) of the method's evaluation-mode embedding on config.eval.sts."""
-  from clowlab import embed as embed_lib, methods  # noqa: PLC0415
-  from clowlab.evaluators import sts  # noqa: PLC0415
-  sets = sts_sets(cfg, ctx.cache_dir)
-  if not sets:
-    return {}
-  embedder = embed_lib.Embedder(ctx.tokenizer,
-                                embed_lib.method_fn(methods.get(cfg.method), params, ecfg, cfg),
-                                seq_len=cfg.seq_len)
-  r = sts.evaluate(embedder, sets)
-  return {k: float(v) for k, v in r.items() if not k.endswith("/n") and k != "n"}
+def evals(cfg, cache_dir: str) -> dict:
+  """Default evaluation: STS of the method's embedding on config.eval.sts ({name, path,
+  columns} each)."""
+  sets = list(cfg.get("eval", {}).get("sts", []) or [])
+  return {"sts": {"type": "sts", "sets": sets}} if sets else {}
 
 
 def export_pooler(params, cfg):
@@ -191,8 +168,17 @@ def export_pooler(params, cfg):
 
 def make_method(name: str) -> Method:
   return Method(name=name, init_heads=init_heads, loss=loss, make_data=make_data,
-                evaluate=evaluate, passes_per_example=2, embed=embed,
+                evals=evals, passes_per_example=2, embed=embed,
                 export_pooler=export_pooler, batch_spec=batch_spec)
 
 
 METHOD = make_method("simcse")
+# Contrastive learning with layer-wise attention pooling (Oh et al., COLING 2022): the same
+# objectives with the sentence vector taken from every layer (`contrastive.pooler=
+# layer_attention`, models/poolers.py): for each of the N = L + 1 encoder outputs, its CLS vector
+# is a query and its masked mean a key/value (bias-free dense + RReLU), each query attends over
+# the N layers (scores / N), the attended vectors are averaged, concatenated to the last layer's
+# CLS and mapped back to D by a dense + tanh MLP, in training and at evaluation alike.
+# configs/layer_attention.py; what matches the authors' LayerAttPooler and where clowlab
+# differs: docs/methods/layer_attention.md.
+LAYER_ATTENTION_METHOD = make_method(LAYER_ATTENTION)
