@@ -101,7 +101,7 @@ def train_step_tokens_per_s(*, global_batch_size: int = 32, seq_len: int = 128, 
   import jax  # noqa: PLC0415
   import jax.numpy as jnp  # noqa: PLC0415
 
-  from clowlab import optim, train  # noqa: PLC0415
+  from clowlab import optim, train_state  # noqa: PLC0415
   from clowlab.convert import hf  # noqa: PLC0415
   from clowlab.methods import mlm  # noqa: PLC0415
   from configs import mlm as mlm_config  # noqa: PLC0415
@@ -115,7 +115,7 @@ def train_step_tokens_per_s(*, global_batch_size: int = 32, seq_len: int = 128, 
   state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params),
            "method_state": {}, "rng": jax.random.key_data(jax.random.key(0)),
            "skipped": jnp.int32(0)}
-  step = jax.jit(train.make_train_step(mlm.METHOD, ecfg, cfg, tx, lr), donate_argnums=0)
+  step = jax.jit(train_state.make_train_step(mlm.METHOD, ecfg, cfg, tx, lr), donate_argnums=0)
   rng = np.random.default_rng(0)
   ids = rng.integers(1000, ecfg.vocab_size, (global_batch_size, seq_len)).astype(np.int32)
   w = (rng.random(ids.shape) < 0.15).astype(np.float32)

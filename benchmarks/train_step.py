@@ -219,7 +219,7 @@ def bench_clowlab(step: str, dtype: str, B: int, L: int, steps: int, warmup: int
     jax.config.update("jax_default_prng_impl", prng)  # before any key exists
   import jax.numpy as jnp  # noqa: PLC0415
 
-  from clowlab import optim, train  # noqa: PLC0415
+  from clowlab import optim, train_state  # noqa: PLC0415
   from clowlab.convert import hf  # noqa: PLC0415
   from clowlab.methods import mlm  # noqa: PLC0415
   from clowlab.models import encoder as enc  # noqa: PLC0415
@@ -252,7 +252,7 @@ def bench_clowlab(step: str, dtype: str, B: int, L: int, steps: int, warmup: int
            "method_state": method.init_state(params, ecfg, cfg),
            "rng": jax.random.key_data(jax.random.key(0)),
            "skipped": jnp.int32(0)}
-  fn = jax.jit(train.make_train_step(method, ecfg, cfg, tx, lr_fn), donate_argnums=0)
+  fn = jax.jit(train_state.make_train_step(method, ecfg, cfg, tx, lr_fn), donate_argnums=0)
   batch = jax.device_put(make_batch(step, B, L, mlm.max_predictions(cfg)))
 
   def run():

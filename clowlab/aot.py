@@ -4,8 +4,8 @@
     python -m clowlab.aot --all --topology=v5e:4x4          # every method's pod config
 
 On a machine without TPUs (as maxtext does): `libtpu` describes a TPU topology
-(`jax.experimental.topologies`), the step the trainer runs (`train.jit_train_step`) is lowered on
-abstract state and batch (`train.abstract_state`, `Method.batch_spec`: no params are allocated and
+(`jax.experimental.topologies`), the step the trainer runs (`train_state.jit_train_step`) is lowered on
+abstract state and batch (`train_state.abstract_state`, `Method.batch_spec`: no params are allocated and
 no data is read) over the config's mesh on those devices, and XLA's TPU compiler compiles it. The
 compiled executable's `memory_analysis()` is the per-device estimate: arguments (params, optimiser
 state, batch) + outputs - donated aliases + temporaries (activations, gradients, collectives'
@@ -120,7 +120,7 @@ def check(cfg, topology: str, name: str = "") -> Report:
   """Lowers and compiles cfg's train step for `topology`; the per-device memory of the result."""
   import jax  # noqa: PLC0415
 
-  from clowlab import config_check, methods, sharding, train  # noqa: PLC0415
+  from clowlab import config_check, methods, sharding, train_state  # noqa: PLC0415
   config_check.check(cfg)
   method = methods.get(cfg.method)
   if method.batch_spec is None:
@@ -133,13 +133,13 @@ def check(cfg, topology: str, name: str = "") -> Report:
     raise ClowlabError(f"clowlab: --config.batch_size={cfg.batch_size} is not divisible by the "
                        f"{dp} data-parallel devices of mesh {dict(mesh.shape)} on {topology}.")
   ecfg, where = encoder_config(cfg)
-  tx, lr_fn = train.optimizer_for(method, ecfg, cfg)
-  state, s_shard = train.abstract_state(method, ecfg, cfg, tx, mesh)
+  tx, lr_fn = train_state.optimizer_for(method, ecfg, cfg)
+  state, s_shard = train_state.abstract_state(method, ecfg, cfg, tx, mesh)
   batch_shard = lambda x: sharding.batch_sharding(mesh) if x.ndim else sharding.replicated(mesh)
   batch = jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_shard(x)),
       method.batch_spec(cfg, ecfg))
-  step = train.jit_train_step(method, ecfg, cfg, tx, lr_fn, s_shard)
+  step = train_state.jit_train_step(method, ecfg, cfg, tx, lr_fn, s_shard)
   t0 = time.perf_counter()
   oom = ""
   with jax.set_mesh(mesh):  # methods' sharded losses (jax.shard_map) read the mesh

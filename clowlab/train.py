@@ -16,22 +16,17 @@ import json
 import logging
 import os
 import pathlib
-import signal
 import sys
 import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
 
-from clowlab import (checkpoint, config_check, metrics as metrics_lib, methods, optim, paths,
-                     sharding)
+from clowlab import (checkpoint, config_check, metrics as metrics_lib, methods, paths,
+                     preemption, sharding, train_state, workdir as workdir_lib)
+from clowlab.convert import loading
 from clowlab.data import tokenizers, train_spm
 from clowlab.errors import ClowlabError
-from clowlab import workdir as workdir_lib
-from clowlab.convert import loading
 from clowlab.evaluators import registry
 from clowlab.models import encoder as enc
 
@@ -41,86 +36,6 @@ RESUMABLE_CHANGES = ("total_steps", "max_train_seconds", "checkpoint_every", "ev
                      "progress_bar", "async_checkpoint", "max_bad_steps", "cache_dir",
                      "accelerator_required", "eval", "evals", "preemption_grace_s",
                      "on_save_error", "num_devices")
-
-
-# ---------------------------------------------------------------------------------------------
-# The step
-
-
-def trainable(method: methods.Method, params: dict) -> dict:
-  """The params the optimiser updates: all but the method's frozen entries."""
-  return {k: v for k, v in params.items() if k not in method.frozen}
-
-
-def make_train_step(method: methods.Method, ecfg: enc.EncoderConfig, cfg, tx, lr_fn):
-  accum = int(cfg.get("grad_accum_steps", 1))
-
-  def loss_fn(train_params, frozen, method_state, batch, rng):
-    params = {**frozen, **train_params}
-    loss, metrics, new_state = method.loss(params, method_state, batch, rng, ecfg, cfg)
-    return loss, (metrics, new_state)
-
-  # Gradients only for the trained entries: a frozen encoder costs no backward pass.
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-  def train_step(state, batch):
-    rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-    params, mstate = trainable(method, state["params"]), state["method_state"]
-    frozen = {k: v for k, v in state["params"].items() if k in method.frozen}
-    if accum == 1:
-      (loss, (metrics, new_mstate)), grads = grad_fn(params, frozen, mstate, batch, rng)
-    else:
-      # Micro-batch i takes rows i, i+accum, ...: each micro-batch stays spread over all devices.
-      micro = jax.tree_util.tree_map(
-          lambda x: jnp.swapaxes(x.reshape(x.shape[0] // accum, accum, *x.shape[1:]), 0, 1),
-          batch)
-
-      def body(carry, xs):
-        g_acc, ms = carry
-        mb, i = xs
-        (l, (m, ms)), g = grad_fn(params, frozen, ms, mb, jax.random.fold_in(rng, i))
-        return (jax.tree_util.tree_map(jnp.add, g_acc, g), ms), (l, m)
-
-      zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-      (grads, new_mstate), (losses, ms) = jax.lax.scan(body, (zeros, mstate),
-                                                       (micro, jnp.arange(accum)))
-      grads = jax.tree_util.tree_map(lambda g: g / accum, grads)
-      loss = losses.mean()
-      metrics = jax.tree_util.tree_map(lambda m: m.mean(0), ms)
-    grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, new_opt = tx.update(grads, state["opt_state"], params)
-    new_params = {**frozen, **optax.apply_updates(params, updates)}
-    # NaN/Inf guard: a bad step leaves params, optimiser and method state untouched (so the
-    # schedule, which counts applied updates, does not advance either).
-    keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
-    new_state = {
-        "step": state["step"] + 1,
-        "params": keep(new_params, state["params"]),
-        "opt_state": keep(new_opt, state["opt_state"]),
-        "method_state": keep(new_mstate, mstate),
-        "rng": state["rng"],
-        "skipped": state["skipped"] + (~finite).astype(jnp.int32),
-    }
-    out = {**metrics, "loss": loss, "grad_norm": grad_norm, "lr": lr_fn(state["step"] - state["skipped"]),
-           "skipped_steps": new_state["skipped"], "finite": finite}
-    return new_state, out
-
-  return train_step
-
-
-def jit_train_step(method, ecfg, cfg, tx, lr_fn, s_shard):
-  """The step as the loop runs it: state in and out in its shardings (donated); the batch keeps
-  the sharding it arrives with (sharding.global_batch)."""
-  return jax.jit(make_train_step(method, ecfg, cfg, tx, lr_fn),
-                 in_shardings=(s_shard, None), out_shardings=(s_shard, None), donate_argnums=0)
-
-
-def optimizer_for(method, ecfg, cfg):
-  """(optax transformation, lr schedule) over the method's trainable params."""
-  shapes = jax.eval_shape(lambda: {"encoder": enc.param_shapes(ecfg),
-                                   **method.init_heads(jax.random.key(0), ecfg, cfg)})
-  return optim.make_optimizer(cfg.optim, cfg.total_steps, trainable(method, shapes))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,119 +178,8 @@ def resolve_model(cfg, tokenizer) -> tuple[enc.EncoderConfig, dict | None, str]:
   return ecfg, None, "fresh initialisation"
 
 
-def _state_fns(method, ecfg, cfg, tx):
-  """() -> fresh params, and params -> the whole train state: pure, so that jax.eval_shape gives
-  the state's shapes without allocating it (clowlab.aot compiles a step from those)."""
-  rng = jax.random.key(cfg.seed)
-  k_enc, k_heads, k_run = jax.random.split(rng, 3)
-
-  def fresh_params():
-    return {"encoder": enc.init_params(k_enc, ecfg), **method.init_heads(k_heads, ecfg, cfg)}
-
-  def rest(params):
-    return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "opt_state": tx.init(trainable(method, params)),
-            "method_state": method.init_state(params, ecfg, cfg),
-            "rng": jax.random.key_data(k_run), "skipped": jnp.zeros((), jnp.int32)}
-
-  return fresh_params, rest
-
-
-def abstract_state(method, ecfg, cfg, tx, mesh):
-  """The train state as ShapeDtypeStructs carrying their shardings, and the shardings."""
-  fresh_params, rest = _state_fns(method, ecfg, cfg, tx)
-  shapes = jax.eval_shape(rest, jax.eval_shape(fresh_params))
-  s_shard = sharding.state_sharding(shapes, mesh)
-  return jax.tree_util.tree_map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, s_shard), s_shard
-
-
-def init_state(method, ecfg, cfg, tx, mesh, imported=None):
-  """The sharded train state: params created directly in their shardings (never gathered)."""
-  fresh_params, rest = _state_fns(method, ecfg, cfg, tx)
-  shapes = jax.eval_shape(fresh_params)
-  p_shard = sharding.param_sharding(shapes, mesh)
-  params = jax.jit(fresh_params, out_shardings=p_shard)()
-  if imported:
-    for name, sub in imported.items():
-      if name in params:
-        want = jax.tree_util.tree_structure(params[name])
-        if jax.tree_util.tree_structure(sub) != want:
-          raise ClowlabError(f"clowlab: init_from's '{name}' does not have the structure "
-                             f"{cfg.method} expects.")
-        params[name] = jax.device_put(sub, p_shard[name])
-  state_shapes = jax.eval_shape(rest, params)
-  s_shard = sharding.state_sharding(state_shapes, mesh)
-  return jax.jit(rest, out_shardings=s_shard)(params), s_shard
-
-
 # ---------------------------------------------------------------------------------------------
 # The loop
-
-
-EXIT_GRACE_EXPIRED = 143  # 128 + SIGTERM: what a shell reports for a process SIGTERM ended
-
-
-class _Preemption:
-  """SIGTERM -> finish the current step, save, exit cleanly (exit code 0).
-
-  A watchdog started by the signal ends the process with EXIT_GRACE_EXPIRED if the final save
-  is not on disk within `grace_s` (a preemption notice is a deadline: a hard kill follows). The
-  checkpoint being written is then only a temporary directory; the previous one stays latest.
-  """
-
-  def __init__(self, grace_s: float, last_good):
-    self.requested = False
-    self.grace_s, self._last_good = grace_s, last_good
-    self._old, self._timer = None, None
-
-  def __enter__(self):
-    try:
-      self._old = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread
-      self._old = None
-    return self
-
-  def _handle(self, *_):
-    if self.requested:
-      return
-    self.requested = True
-    if self.grace_s > 0:
-      import threading  # noqa: PLC0415
-      self._timer = threading.Timer(self.grace_s, self._expire)
-      self._timer.daemon = True
-      self._timer.start()
-
-  def _expire(self):
-    print(f"clowlab: SIGTERM: the final checkpoint was not written within preemption_grace_s="
-          f"{self.grace_s:g}; exiting without it. Resume restarts from the last complete "
-          f"checkpoint ({self._last_good()}).", file=sys.stderr, flush=True)
-    os._exit(EXIT_GRACE_EXPIRED)  # noqa: SLF001 - a deadline: no cleanup may block it
-
-  def saved(self):
-    """The final save is on disk: the deadline no longer applies."""
-    if self._timer is not None:
-      self._timer.cancel()
-
-  def agreed(self) -> bool:
-    """Whether any process was signalled: all processes must save the same step together."""
-    if jax.process_count() == 1:
-      return self.requested
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-    return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
-
-  def __exit__(self, *exc):
-    self.saved()
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
-
-
-def _agree(flag: bool) -> bool:
-  """Process 0's value of a host-local flag, on every process."""
-  if jax.process_count() == 1:
-    return flag
-  from jax.experimental import multihost_utils  # noqa: PLC0415
-  return bool(multihost_utils.broadcast_one_to_all(np.array(flag)))
 
 
 def train(cfg, workdir: str) -> dict[str, Any]:
@@ -450,7 +254,7 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
     imported, source = None, f"resumed from {workdir}"
   else:
     ecfg, imported, source = resolve_model(cfg, tokenizer)
-  tx, lr_fn = optimizer_for(method, ecfg, cfg)
+  tx, lr_fn = train_state.optimizer_for(method, ecfg, cfg)
   def build_data(params):
     ctx = methods.DataContext(tokenizer=tokenizer, process_index=jax.process_index(),
                               process_count=jax.process_count(), cache_dir=cache_dir,
@@ -461,7 +265,7 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
   # comes from the model (BERT-flow's cache of frozen-encoder features) builds it after.
   if not method.data_uses_params:
     ctx, data = build_data(None)
-  state, s_shard = init_state(method, ecfg, cfg, tx, mesh, imported)
+  state, s_shard = train_state.init_state(method, ecfg, cfg, tx, mesh, imported)
   if resume_step is not None:
     targets = jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, s_shard)
@@ -481,7 +285,7 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
 
   meta = {"encoder_config": ecfg.to_dict(), "tokenizer": workdir_lib.TOKENIZER_SUBDIR,
           "config": run_cfg, "source": source}
-  step_fn = jit_train_step(method, ecfg, cfg, tx, lr_fn, s_shard)
+  step_fn = train_state.jit_train_step(method, ecfg, cfg, tx, lr_fn, s_shard)
   writer = metrics_lib.Writer(workdir)
   passes = method.passes_per_example
   passes = passes(cfg) if callable(passes) else passes
@@ -572,7 +376,7 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
 
   budget_s = float(cfg.get("max_train_seconds", 0) or 0)
   t_start = time.perf_counter()
-  with _Preemption(float(cfg.get("preemption_grace_s", 30.0) or 0), last_good) as preempt:
+  with preemption.Preemption(float(cfg.get("preemption_grace_s", 30.0) or 0), last_good) as preempt:
     for step in range(start + 1, cfg.total_steps + 1):
       batch = sharding.global_batch(next(data), mesh)
       with jax.set_mesh(mesh):  # methods' sharded losses (jax.shard_map) read the mesh
@@ -590,7 +394,7 @@ def _train(cfg, workdir: str) -> dict[str, Any]:
       stop = preempt.agreed()
       # A wall-clock budget (e.g. to compare methods under the same time) ends the run like a
       # preemption: saved, resumable. Process 0's clock decides for all.
-      out_of_time = budget_s > 0 and _agree(time.perf_counter() - t_start > budget_s)
+      out_of_time = budget_s > 0 and preemption.agree(time.perf_counter() - t_start > budget_s)
       if step % cfg.checkpoint_every == 0 or step == cfg.total_steps or stop or out_of_time:
         drain(pending)
         pending = None

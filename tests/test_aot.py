@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from clowlab import aot, methods, sharding, train
+from clowlab import aot, methods, sharding, train, train_state
 from clowlab.errors import ClowlabError
 from tiny import REPO, override, tiny_cfg, workdir_with_tokenizer
 
@@ -44,8 +44,8 @@ def _real_batch(cfg, workdir):
   params = None
   if method.data_uses_params:
     mesh = sharding.make_mesh({"data": 1, "fsdp": 1}, jax.devices()[:1])
-    tx, _ = train.optimizer_for(method, ecfg, cfg)
-    params = train.init_state(method, ecfg, cfg, tx, mesh, imported)[0]["params"]
+    tx, _ = train_state.optimizer_for(method, ecfg, cfg)
+    params = train_state.init_state(method, ecfg, cfg, tx, mesh, imported)[0]["params"]
   ctx = methods.DataContext(tokenizer=tok, process_index=0, process_count=1, cache_dir=cache,
                             params=params, encoder_config=ecfg)
   return next(method.make_data(cfg, ctx)), ecfg
@@ -101,6 +101,12 @@ def shared_workdirs(tmp_path_factory, en_tok):
           "clower": str(tmp_path_factory.mktemp("zh"))}
 
 
+def test_every_registered_method_has_a_batch_spec_case():
+  """The batch-spec cases (here and the multilingual / Chinese ones below) cover the registry."""
+  covered = {c for c in [*CASES, *MULTILINGUAL_CASES] if c in methods.METHODS}
+  assert covered == set(methods.METHODS)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_batch_spec_matches_the_data(case, tmp_path, shared_workdirs):
   cfg = CASES[case](tmp_path)
@@ -108,7 +114,10 @@ def test_batch_spec_matches_the_data(case, tmp_path, shared_workdirs):
   _check_spec(cfg, shared_workdirs["en"])
 
 
-@pytest.mark.parametrize("case", ["infoxlm", "infoxlm_no_xlco", "clower", "clower_mlm_only"])
+MULTILINGUAL_CASES = ["infoxlm", "infoxlm_no_xlco", "clower", "clower_mlm_only"]
+
+
+@pytest.mark.parametrize("case", MULTILINGUAL_CASES)
 def test_batch_spec_matches_the_data_multilingual_and_chinese(case, shared_workdirs):
   cfg = {"infoxlm": lambda: _cfg("infoxlm", **{"infoxlm.parallel_batch_size": 4}),
          "infoxlm_no_xlco": lambda: _cfg("infoxlm", **{"infoxlm.xlco_weight": 0.0}),
@@ -123,7 +132,7 @@ def test_compiles_on_8_cpu_devices_with_a_memory_estimate():
   r = aot.check(cfg, "cpu:8", name="tiny")
   assert r.devices == 8 and r.mesh == {"data": 2, "fsdp": 4}
   method, ecfg = methods.get("mlm"), aot.encoder_config(cfg)[0]
-  fresh_params, _ = train._state_fns(method, ecfg, cfg, train.optimizer_for(method, ecfg, cfg)[0])
+  fresh_params, _ = train_state._state_fns(method, ecfg, cfg, train_state.optimizer_for(method, ecfg, cfg)[0])
   n = sum(x.size for x in jax.tree_util.tree_leaves(jax.eval_shape(fresh_params)))
   assert r.params == n > 0
   # Params + two Adam moments of float32, sharded over fsdp=4 (small vectors replicated): the

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import fuzzlog
-from clowlab import checkpoint, methods, train
+from clowlab import checkpoint, methods, preemption, train
 from clowlab.errors import ClowlabError
 from tiny import REPO, tiny_cfg
 
@@ -183,7 +183,7 @@ def test_sigterm_grace_expired_exits_143_keeping_the_last_checkpoint(tmp_path, t
     time.sleep(0.02)
   proc.send_signal(signal.SIGTERM)
   out = proc.communicate(timeout=120)[0]
-  assert proc.returncode == train.EXIT_GRACE_EXPIRED, out[-3000:]
+  assert proc.returncode == preemption.EXIT_GRACE_EXPIRED, out[-3000:]
   assert "was not written within preemption_grace_s=0.001" in out
   steps, _ = _check_checkpoints(w)  # whatever it was writing is not listed as a step
   assert steps, out[-3000:]

@@ -1,6 +1,6 @@
 """Bad configs, fuzzed (issue 10): unknown keys, wrong types, impossible shapes, meshes larger
 than the devices, batches that do not divide. Each must be one ClowlabError naming the key,
-raised before any compile (train.init_state is the first one), never a jax traceback."""
+raised before any compile (train_state.init_state is the first one), never a jax traceback."""
 import copy
 import os
 import subprocess

@@ -17,7 +17,7 @@ import pathlib
 import jax
 import pytest
 
-from clowlab import aot, methods, sharding, train
+from clowlab import aot, methods, sharding, train, train_state
 
 from tiny import REPO, override
 
@@ -82,8 +82,8 @@ def _state_table(cfg):
   method = methods.get(cfg.method)
   mesh = sharding.make_mesh({"data": 1, "fsdp": 8})
   ecfg, _ = aot.encoder_config(cfg)
-  tx, _ = train.optimizer_for(method, ecfg, cfg)
-  state, _ = train.abstract_state(method, ecfg, cfg, tx, mesh)
+  tx, _ = train_state.optimizer_for(method, ecfg, cfg)
+  state, _ = train_state.abstract_state(method, ecfg, cfg, tx, mesh)
   flat = jax.tree_util.tree_flatten_with_path(state)[0]
   return {sharding._path_str(p): f"{tuple(x.shape)} {x.sharding.spec}" for p, x in flat}
 

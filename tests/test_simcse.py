@@ -14,7 +14,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from clowlab import embed, methods, sharding, train
+from clowlab import embed, methods, sharding, train, train_state
 from clowlab.convert import workdir as wd
 from clowlab.data import pipeline, sources
 from clowlab.errors import ClowlabError
@@ -114,7 +114,7 @@ def test_sharded_train_step_equals_single_device(name):
              "rng": jax.random.key_data(jax.random.key(0)), "skipped": jnp.int32(0)}
     b = sharding.global_batch(batch, mesh)
     with jax.set_mesh(mesh):
-      step = jax.jit(train.make_train_step(method, ECFG, cfg, tx, lr_fn))
+      step = jax.jit(train_state.make_train_step(method, ECFG, cfg, tx, lr_fn))
       new, m = step(state, b)
     return jax.device_get((new["params"], m["loss"], m["grad_norm"]))
 

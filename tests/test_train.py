@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clowlab import checkpoint, methods, optim, sharding, train
+from clowlab import checkpoint, methods, optim, sharding, train, train_state
 from clowlab.errors import ClowlabError
 from clowlab.models import encoder as enc
 
@@ -125,7 +125,7 @@ def test_nan_guard_skips_update():
   state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params),
            "method_state": {}, "rng": jax.random.key_data(jax.random.key(0)),
            "skipped": jnp.int32(0)}
-  step = jax.jit(train.make_train_step(method, ecfg, cfg, tx, lr))
+  step = jax.jit(train_state.make_train_step(method, ecfg, cfg, tx, lr))
   s1, m1 = step(state, {"scale": jnp.array([jnp.nan])})
   assert not bool(m1["finite"]) and int(s1["skipped"]) == 1 and int(s1["step"]) == 1
   chex.assert_trees_all_equal(s1["params"], state["params"])
@@ -155,7 +155,7 @@ def test_grad_accumulation_matches_full_batch():
     state = {"step": jnp.int32(3), "params": params, "opt_state": tx.init(params),
              "method_state": {}, "rng": jax.random.key_data(jax.random.key(0)),
              "skipped": jnp.int32(0)}
-    out.append(jax.jit(train.make_train_step(method, ecfg, cfg, tx, lr))(state, batch))
+    out.append(jax.jit(train_state.make_train_step(method, ecfg, cfg, tx, lr))(state, batch))
   chex.assert_trees_all_close(out[0][0]["params"], out[1][0]["params"], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(out[0][1]["grad_norm"], out[1][1]["grad_norm"], rtol=1e-5)
 
