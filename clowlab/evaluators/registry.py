@@ -8,7 +8,9 @@ from EVALUATORS and that type's keys, e.g.
 An empty `config.evals` runs the method's own entries (`Method.evals`, built from its config's
 `eval.*` / `data.eval` keys). A method supplies how it embeds (`Method.embed`) and its MLM head
 (`Method.mlm_eval`); the evaluators here do the rest, so no method evaluates through another.
-The in-training evaluation, `config.mode=eval` and the notebooks go through `evaluate()`.
+The in-training evaluation and `config.mode=eval` go through `evaluate()`; the evaluate CLI's
+sts / tatoeba / xsts tasks (which the notebooks call) run the same evaluators with the loaded
+model's embedder (`embed_override`).
 """
 from __future__ import annotations
 
