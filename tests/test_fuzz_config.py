@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import fuzzlog
-from clowlab import config_check, train
+from clowlab import config_check, train, train_state
 from clowlab.errors import ClowlabError
 from tiny import REPO, tiny_cfg
 
@@ -165,7 +165,7 @@ def test_batch_not_divisible_by_grad_accum(bs, accum):
 def no_compile(monkeypatch):
   def boom(*a, **k):
     raise AssertionError("train() compiled before rejecting the config")
-  monkeypatch.setattr(train, "init_state", boom)
+  monkeypatch.setattr(train_state, "init_state", boom)
 
 
 @pytest.fixture(scope="module")

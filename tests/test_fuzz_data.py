@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import fuzzlog
-from clowlab import train
+from clowlab import train, train_state
 from clowlab.data import multilingual, pipeline, sources
 from clowlab.errors import ClowlabError
 from clowlab.evaluators import sts
@@ -677,7 +677,7 @@ def no_compile(monkeypatch):
   """Fails the test if train() gets as far as its first compile (the sharded initialisation)."""
   def boom(*a, **k):
     raise AssertionError("train() compiled init_state before rejecting the data")
-  monkeypatch.setattr(train, "init_state", boom)
+  monkeypatch.setattr(train_state, "init_state", boom)
 
 
 @pytest.mark.parametrize("case", list(_TRAIN_CASES))
