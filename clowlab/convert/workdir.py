@@ -12,8 +12,6 @@ from clowlab.convert.loading import POOLER_CONFIG, POOLER_WEIGHTS, flatten
 from clowlab.errors import ClowlabError
 from clowlab.models import encoder as enc
 
-TOKENIZER_SUBDIR = workdir_layout.TOKENIZER_SUBDIR
-
 
 def _check_tokenizer(tok_dir: pathlib.Path, cfg: enc.EncoderConfig, source: str) -> None:
   from clowlab.data import tokenizers  # noqa: PLC0415 - keeps `import clowlab.convert` light
@@ -27,14 +25,15 @@ def import_to_workdir(hf_dir: str | os.PathLike, workdir: str | os.PathLike) -> 
     raise ClowlabError(f"clowlab: {checkpoint.checkpoint_dir(workdir)} already holds "
                        "checkpoints; import into a new --workdir (clowlab never overwrites one).")
   model = hf.load_hf(hf_dir)
-  tok_dir = pathlib.Path(workdir) / TOKENIZER_SUBDIR
+  tok_dir = pathlib.Path(workdir) / workdir_layout.TOKENIZER_SUBDIR
   if hf.copy_tokenizer_files(hf_dir, tok_dir):
     _check_tokenizer(tok_dir, model.cfg, str(pathlib.Path(hf_dir) / "config.json"))
   params = {"encoder": model.params}
   if model.mlm_head is not None:
     params["mlm_head"] = model.mlm_head
   meta = {"encoder_config": model.cfg.to_dict(), "source": str(pathlib.Path(hf_dir).absolute()),
-          "tokenizer": TOKENIZER_SUBDIR if tok_dir.is_dir() else None, "notes": model.notes}
+          "tokenizer": workdir_layout.TOKENIZER_SUBDIR if tok_dir.is_dir() else None,
+          "notes": model.notes}
   checkpoint.save(workdir, 0, params, meta)
   return model
 

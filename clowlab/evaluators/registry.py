@@ -38,16 +38,20 @@ class EvalContext:
   global_batch: Callable[[dict], Any] = lambda batch: batch
   # An embedder to use instead of the method's (the evaluate CLI's --pooling / --layer).
   embed_override: Any = None
+  # One jitted embedding function per evaluation, shared by its entries (InfoXLM's four entries
+  # would otherwise compile it four times).
+  _fn: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
   def embedder(self, batch_size: int = 64) -> embedder_lib.Embedder:
     """Texts -> vectors as the method embeds in evaluation mode (mean pooling without one)."""
     if self.embed_override is not None:
       return self.embed_override
-    if self.method.embed is not None:
-      fn = embedder_lib.method_fn(self.method, self.params, self.ecfg, self.cfg)
-    else:
-      fn = embedder_lib.pooled_fn(self.params["encoder"], self.ecfg, "mean")
-    return embedder_lib.Embedder(self.tokenizer, fn, seq_len=self.cfg.seq_len,
+    if "fn" not in self._fn:
+      self._fn["fn"] = (
+          embedder_lib.method_fn(self.method, self.params, self.ecfg, self.cfg)
+          if self.method.embed is not None
+          else embedder_lib.pooled_fn(self.params["encoder"], self.ecfg, "mean"))
+    return embedder_lib.Embedder(self.tokenizer, self._fn["fn"], seq_len=self.cfg.seq_len,
                                  batch_size=batch_size)
 
 
